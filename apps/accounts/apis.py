@@ -1,0 +1,49 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.common.apis import PhonosApiView, error_responses
+from apps.jobs.selectors import job_counts
+
+
+class AccountApi(PhonosApiView):
+    class OutputSerializer(serializers.Serializer):
+        class AccountSerializer(serializers.Serializer):
+            id = serializers.IntegerField()
+            username = serializers.CharField()
+            email = serializers.CharField()
+            created_at = serializers.DateTimeField()
+
+        class CreditsSerializer(serializers.Serializer):
+            balance = serializers.IntegerField()
+            currency = serializers.CharField()
+
+        class JobsSerializer(serializers.Serializer):
+            total = serializers.IntegerField()
+            completed = serializers.IntegerField()
+            active = serializers.IntegerField()
+            failed = serializers.IntegerField()
+            cancelled = serializers.IntegerField()
+
+        class KeySerializer(serializers.Serializer):
+            prefix = serializers.CharField()
+            name = serializers.CharField()
+            rate_limit_per_minute = serializers.IntegerField()
+
+        account = AccountSerializer()
+        credits = CreditsSerializer()
+        jobs = JobsSerializer()
+        api_key = KeySerializer()
+
+    @extend_schema(responses={200: OutputSerializer, **error_responses()})
+    def get(self, request: Request) -> Response:
+        account = request.user
+        account.refresh_from_db(fields=["credit_balance"])
+        data = {
+            "account": account,
+            "credits": {"balance": account.credit_balance, "currency": "credits"},
+            "jobs": job_counts(account=account),
+            "api_key": request.auth,
+        }
+        return Response(self.OutputSerializer(data).data)

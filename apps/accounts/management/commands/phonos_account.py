@@ -1,0 +1,58 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.accounts.selectors import account_get
+from apps.accounts.services import account_create, api_key_create
+from apps.billing.services import credits_grant
+from apps.common.exceptions import ApplicationError
+
+
+class Command(BaseCommand):
+    help = "Create accounts and grant them credits. Prints JSON."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True)
+        create = actions.add_parser("create", help="Create an account with a first API key")
+        create.add_argument("--email", required=True)
+        create.add_argument("--username", help="Defaults to the email address")
+        create.add_argument("--credits", type=int, default=0)
+        create.add_argument("--key-name", default="default")
+        grant = actions.add_parser("grant", help="Add credits to an account (a ledger grant)")
+        target = grant.add_mutually_exclusive_group(required=True)
+        target.add_argument("--account", type=int, dest="account_id")
+        target.add_argument("--email")
+        grant.add_argument("--credits", type=int, required=True)
+        grant.add_argument("--reason", default="Operator grant")
+
+    def handle(self, *args, action: str, **options) -> None:
+        try:
+            result = getattr(self, f"_{action}")(**options)
+        except ApplicationError as error:
+            raise CommandError(error.message) from None
+        self.stdout.write(json.dumps(result, indent=2))
+
+    def _create(
+        self, *, email: str, username: str | None, credits: int, key_name: str, **_
+    ) -> dict:
+        if credits < 0:
+            raise CommandError("--credits must not be negative")
+        account = account_create(username=username or email, email=email, credits=credits)
+        created = api_key_create(account=account, name=key_name)
+        return {
+            "account_id": account.id,
+            "username": account.username,
+            "email": account.email,
+            "credits": account.credit_balance,
+            "api_key": created.raw_key,
+            "api_key_prefix": created.api_key.prefix,
+        }
+
+    def _grant(
+        self, *, account_id: int | None, email: str | None, credits: int, reason: str, **_
+    ) -> dict:
+        account = account_get(account_id=account_id, email=email)
+        if account is None:
+            raise CommandError("No such account")
+        entry = credits_grant(account_id=account.id, amount=credits, description=reason)
+        return {"account_id": account.id, "granted": credits, "balance": entry.balance_after}

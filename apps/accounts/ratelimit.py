@@ -1,0 +1,86 @@
+"""Per-key rate limits: a fixed one-minute window counted atomically in Redis.
+
+One Lua script increments the counter and reads its expiry in a single step, so N parallel
+requests over the limit let exactly the limit through. Without Redis (the embedded default) a
+process-local counter does the same for the single process that serves it. If Redis is
+unreachable the limiter fails open: a broken cache must not stop paying customers.
+"""
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass
+from functools import cache
+
+import redis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+WINDOW_MS = 60_000
+
+_INCREMENT = """
+local current = redis.call('INCR', KEYS[1])
+if current == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('PTTL', KEYS[1])
+return {current, ttl}
+"""
+
+
+@dataclass(frozen=True)
+class RateLimitDecision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(self.remaining),
+            "RateLimit-Reset": str(self.reset_seconds),
+        }
+
+
+@cache
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+class _LocalWindows:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._windows: dict[str, tuple[int, float]] = {}
+
+    def hit(self, key: str) -> tuple[int, int]:
+        now = time.monotonic()
+        with self._lock:
+            count, expires = self._windows.get(key, (0, 0.0))
+            if expires <= now:
+                count, expires = 0, now + WINDOW_MS / 1000
+            count += 1
+            self._windows[key] = (count, expires)
+            return count, int((expires - now) * 1000)
+
+
+_local_windows = _LocalWindows()
+
+
+def rate_limit_hit(*, key_id: int, limit: int) -> RateLimitDecision:
+    bucket = f"phonos:ratelimit:{key_id}"
+    if settings.REDIS_URL:
+        try:
+            count, ttl_ms = redis_client().eval(_INCREMENT, 1, bucket, WINDOW_MS)
+        except redis.RedisError:
+            logger.warning("Rate limiter unavailable; letting the request through")
+            return RateLimitDecision(True, limit, limit, WINDOW_MS // 1000)
+    else:
+        count, ttl_ms = _local_windows.hit(bucket)
+    ttl_ms = ttl_ms if ttl_ms and ttl_ms > 0 else WINDOW_MS
+    return RateLimitDecision(
+        allowed=count <= limit,
+        limit=limit,
+        remaining=max(0, limit - count),
+        reset_seconds=max(1, math.ceil(ttl_ms / 1000)),
+    )

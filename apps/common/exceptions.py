@@ -1,0 +1,47 @@
+"""The one exception family of Phonos services.
+
+Services raise these; `apps.common.exception_handler` turns every one of them (and every DRF or
+unexpected error) into the public error envelope `{"error": ..., "message": ...}`.
+"""
+
+
+class ApplicationError(Exception):
+    status_code = 400
+    error = "Bad Request"
+
+    def __init__(self, message: str, *, error: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if error is not None:
+            self.error = error
+
+
+class InvalidInput(ApplicationError):
+    status_code = 400
+    error = "Bad Request"
+
+
+class NotFound(ApplicationError):
+    status_code = 404
+    error = "Not Found"
+
+
+class InsufficientCredits(ApplicationError):
+    status_code = 402
+    error = "Insufficient credits"
+
+
+class Conflict(ApplicationError):
+    status_code = 409
+    error = "Conflict"
+
+
+class TooManyRequests(ApplicationError):
+    status_code = 429
+    error = "Too Many Requests"
+
+    def __init__(
+        self, message: str, *, error: str | None = None, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message, error=error)
+        self.retry_after = retry_after

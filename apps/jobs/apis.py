@@ -1,0 +1,433 @@
+from django.conf import settings
+from django.http import FileResponse, HttpResponseRedirect
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.common.apis import PhonosApiView, error_responses
+from apps.common.exceptions import ApplicationError, InvalidInput, NotFound
+from apps.jobs.catalog import MODELS, submission_clean
+from apps.jobs.idempotency import idempotent_call, request_fingerprint
+from apps.jobs.models import Job
+from apps.jobs.selectors import job_get, job_list
+from apps.jobs.services import (
+    job_cancel,
+    job_delete,
+    job_output_prefix,
+    job_submit,
+    job_submit_batch,
+)
+from apps.jobs.storage import get_storage
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="Repeat a request safely: the same key and body within 24 h replays the "
+    "first response; the same key with another body answers 409.",
+)
+
+
+class PredictInputSerializer(serializers.Serializer):
+    """Documents the request body; the checks themselves live in apps.jobs.catalog."""
+
+    model = serializers.ChoiceField(choices=list(MODELS))
+    sequence = serializers.CharField(
+        help_text="Protein sequence, or the ligand's SMILES for docking models"
+    )
+    name = serializers.CharField(required=False, max_length=200)
+    params = serializers.DictField(required=False, help_text="Model-specific parameters")
+
+
+class JobSerializer(serializers.Serializer):
+    """A job as `GET /v1/jobs/{id}` shows it; output fields appear once the job completed."""
+
+    job_id = serializers.UUIDField(source="id")
+    name = serializers.CharField()
+    model = serializers.CharField()
+    status = serializers.CharField()
+    stage = serializers.CharField()
+    progress = serializers.FloatField(allow_null=True)
+    credits_used = serializers.IntegerField(source="cost_credits")
+    credits_refunded = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    error = serializers.CharField(required=False)
+    output_file = serializers.CharField(required=False)
+    download_url = serializers.CharField(required=False)
+
+    def to_representation(self, job: Job) -> dict:
+        data = super().to_representation(job)
+        if job.status == Job.Status.COMPLETED and job.output_file:
+            data["output_file"] = job.output_file
+            data["download_url"] = job.download_path
+        else:
+            data.pop("output_file", None)
+            data.pop("download_url", None)
+        if not job.error:
+            data.pop("error", None)
+        return data
+
+
+class JobListItemSerializer(serializers.Serializer):
+    job_id = serializers.UUIDField(source="id")
+    name = serializers.CharField()
+    status = serializers.CharField()
+    model = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    download_url = serializers.CharField(required=False)
+
+    def to_representation(self, job: Job) -> dict:
+        data = super().to_representation(job)
+        if job.status == Job.Status.COMPLETED and job.output_file:
+            data["download_url"] = job.download_path
+        else:
+            data.pop("download_url", None)
+        return data
+
+
+class ModelsApi(PhonosApiView):
+    class OutputSerializer(serializers.Serializer):
+        class ModelSerializer(serializers.Serializer):
+            id = serializers.CharField()
+            name = serializers.CharField()
+            description = serializers.CharField()
+            type = serializers.CharField()
+            cost_credits = serializers.IntegerField()
+            max_sequence_length = serializers.IntegerField()
+            params = serializers.DictField()
+
+        models = ModelSerializer(many=True)
+
+    @extend_schema(responses={200: OutputSerializer, **error_responses()})
+    def get(self, request: Request) -> Response:
+        models = []
+        for spec in MODELS.values():
+            models.append(
+                {
+                    **spec.public(),
+                    "max_sequence_length": spec.max_length,
+                    "params": {
+                        param.name: {
+                            "type": param.kind.__name__,
+                            "default": param.default,
+                            **({"minimum": param.minimum} if param.minimum is not None else {}),
+                            **({"maximum": param.maximum} if param.maximum is not None else {}),
+                            **({"choices": list(param.choices)} if param.choices else {}),
+                            "required": param.required,
+                        }
+                        for param in spec.params
+                    },
+                }
+            )
+        return Response({"models": models})
+
+
+class PredictOutputSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    job_id = serializers.UUIDField()
+    model = serializers.CharField()
+    status = serializers.CharField()
+    credits_used = serializers.IntegerField()
+    message = serializers.CharField()
+
+
+def _predict_body(job: Job) -> dict:
+    return {
+        "success": True,
+        "job_id": str(job.id),
+        "model": job.model,
+        "status": job.status,
+        "credits_used": job.cost_credits,
+        "message": "Job submitted successfully",
+    }
+
+
+def _idempotent_response(request: Request, produce) -> Response:
+    status, body, replayed = idempotent_call(
+        account=request.user,
+        key=request.headers.get("Idempotency-Key"),
+        fingerprint=request_fingerprint(path=request.path, body=request.data),
+        produce=produce,
+    )
+    response = Response(body, status=status)
+    if replayed:
+        response["Idempotent-Replayed"] = "true"
+    else:
+        request._request.phonos_credits = body.get("credits_used") or body.get("summary", {}).get(
+            "total_credits_used", 0
+        )
+    return response
+
+
+class PredictApi(PhonosApiView):
+    @extend_schema(
+        request=PredictInputSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={200: PredictOutputSerializer, **error_responses(402, 409)},
+    )
+    def post(self, request: Request) -> Response:
+        submission = submission_clean(request.data)
+        request._request.phonos_model = submission.spec.id
+
+        def produce() -> tuple[int, dict]:
+            job = job_submit(account=request.user, api_key=request.auth, submission=submission)
+            return 200, _predict_body(job)
+
+        return _idempotent_response(request, produce)
+
+
+class ValidateApi(PhonosApiView):
+    class OutputSerializer(serializers.Serializer):
+        valid = serializers.BooleanField()
+        errors = serializers.ListField(child=serializers.CharField())
+        model = serializers.CharField(allow_null=True)
+        sequence_length = serializers.IntegerField(allow_null=True)
+        credits_cost = serializers.IntegerField(allow_null=True)
+        credits_balance = serializers.IntegerField()
+        sufficient_credits = serializers.BooleanField()
+
+    @extend_schema(
+        request=PredictInputSerializer, responses={200: OutputSerializer, **error_responses()}
+    )
+    def post(self, request: Request) -> Response:
+        balance = request.user.credit_balance
+        try:
+            submission = submission_clean(request.data)
+        except InvalidInput as error:
+            model = request.data.get("model") if isinstance(request.data, dict) else None
+            return Response(
+                {
+                    "valid": False,
+                    "errors": [error.message],
+                    "model": model if model in MODELS else None,
+                    "sequence_length": None,
+                    "credits_cost": MODELS[model].cost_credits if model in MODELS else None,
+                    "credits_balance": balance,
+                    "sufficient_credits": False,
+                }
+            )
+        return Response(
+            {
+                "valid": True,
+                "errors": [],
+                "model": submission.spec.id,
+                "sequence_length": len(submission.sequence)
+                if submission.spec.type != "docking"
+                else None,
+                "credits_cost": submission.cost,
+                "credits_balance": balance,
+                "sufficient_credits": balance >= submission.cost,
+            }
+        )
+
+
+class BatchApi(PhonosApiView):
+    class InputSerializer(serializers.Serializer):
+        jobs = PredictInputSerializer(many=True)
+
+    class OutputSerializer(serializers.Serializer):
+        class SummarySerializer(serializers.Serializer):
+            total = serializers.IntegerField()
+            successful = serializers.IntegerField()
+            failed = serializers.IntegerField()
+            total_credits_used = serializers.IntegerField()
+
+        class ItemSerializer(serializers.Serializer):
+            index = serializers.IntegerField()
+            success = serializers.BooleanField()
+            job_id = serializers.UUIDField(required=False)
+            model = serializers.CharField(required=False)
+            credits_used = serializers.IntegerField()
+            charged = serializers.BooleanField()
+            error = serializers.CharField(required=False)
+            message = serializers.CharField(required=False)
+
+        success = serializers.BooleanField()
+        summary = SummarySerializer()
+        results = ItemSerializer(many=True)
+
+    @extend_schema(
+        request=InputSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={200: OutputSerializer, **error_responses(409)},
+    )
+    def post(self, request: Request) -> Response:
+        if not isinstance(request.data, dict) or "jobs" not in request.data:
+            raise InvalidInput("jobs is required: a list of up to 10 prediction requests")
+
+        def produce() -> tuple[int, dict]:
+            outcomes = job_submit_batch(
+                account=request.user, api_key=request.auth, items=request.data["jobs"]
+            )
+            results = []
+            for outcome in outcomes:
+                if outcome.job is not None:
+                    results.append(
+                        {
+                            "index": outcome.index,
+                            "success": True,
+                            "job_id": str(outcome.job.id),
+                            "model": outcome.job.model,
+                            "credits_used": outcome.job.cost_credits,
+                            "charged": True,
+                        }
+                    )
+                else:
+                    item = request.data["jobs"][outcome.index]
+                    model = item.get("model") if isinstance(item, dict) else None
+                    results.append(
+                        {
+                            "index": outcome.index,
+                            "success": False,
+                            **({"model": model} if isinstance(model, str) else {}),
+                            "credits_used": 0,
+                            "charged": False,
+                            "error": outcome.error,
+                            "message": outcome.message,
+                        }
+                    )
+            successful = sum(1 for item in results if item["success"])
+            return 200, {
+                "success": successful == len(results),
+                "summary": {
+                    "total": len(results),
+                    "successful": successful,
+                    "failed": len(results) - successful,
+                    "total_credits_used": sum(item["credits_used"] for item in results),
+                },
+                "results": results,
+            }
+
+        return _idempotent_response(request, produce)
+
+
+class JobListApi(PhonosApiView):
+    class OutputSerializer(serializers.Serializer):
+        class PaginationSerializer(serializers.Serializer):
+            total = serializers.IntegerField()
+            limit = serializers.IntegerField()
+            offset = serializers.IntegerField()
+            has_more = serializers.BooleanField()
+
+        jobs = JobListItemSerializer(many=True)
+        pagination = PaginationSerializer()
+
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
+        model = serializers.ChoiceField(choices=list(MODELS), required=False)
+        search = serializers.CharField(required=False, max_length=200)
+        limit = serializers.IntegerField(min_value=1, max_value=100, default=50)
+        offset = serializers.IntegerField(min_value=0, default=0)
+
+    @extend_schema(
+        parameters=[FilterSerializer], responses={200: OutputSerializer, **error_responses()}
+    )
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        params = filters.validated_data
+        jobs = job_list(
+            account=request.user,
+            status=params.get("status"),
+            model=params.get("model"),
+            search=params.get("search"),
+        )
+        total = jobs.count()
+        limit, offset = params["limit"], params["offset"]
+        page = jobs[offset : offset + limit]
+        return Response(
+            {
+                "jobs": JobListItemSerializer(page, many=True).data,
+                "pagination": {
+                    "total": total,
+                    "limit": limit,
+                    "offset": offset,
+                    "has_more": offset + limit < total,
+                },
+            }
+        )
+
+
+class JobDetailApi(PhonosApiView):
+    class DeleteOutputSerializer(serializers.Serializer):
+        success = serializers.BooleanField()
+        job_id = serializers.UUIDField()
+        status = serializers.CharField()
+        message = serializers.CharField()
+
+    @extend_schema(responses={200: JobSerializer, **error_responses()})
+    def get(self, request: Request, job_id: str) -> Response:
+        return Response(JobSerializer(job_get(account=request.user, job_id=job_id)).data)
+
+    @extend_schema(responses={200: DeleteOutputSerializer, **error_responses()})
+    def delete(self, request: Request, job_id: str) -> Response:
+        job = job_delete(account=request.user, job_id=job_id)
+        return Response(
+            {
+                "success": True,
+                "job_id": str(job.id),
+                "status": "deleted",
+                "message": "Job deleted successfully",
+            }
+        )
+
+
+class JobCancelApi(PhonosApiView):
+    class OutputSerializer(serializers.Serializer):
+        success = serializers.BooleanField()
+        job_id = serializers.UUIDField()
+        status = serializers.CharField()
+        credits_refunded = serializers.IntegerField()
+        message = serializers.CharField()
+
+    @extend_schema(request=None, responses={200: OutputSerializer, **error_responses(409)})
+    def post(self, request: Request, job_id: str) -> Response:
+        job = job_cancel(account=request.user, job_id=job_id)
+        return Response(
+            {
+                "success": True,
+                "job_id": str(job.id),
+                "status": job.status,
+                "credits_refunded": job.credits_refunded,
+                "message": "Job cancelled successfully",
+            }
+        )
+
+
+class JobDownloadApi(PhonosApiView):
+    @extend_schema(
+        responses={
+            (200, "chemical/x-pdb"): OpenApiResponse(OpenApiTypes.BINARY, "The output structure"),
+            302: OpenApiResponse(description="Redirect to a short-lived presigned URL"),
+            **error_responses(),
+        }
+    )
+    def get(self, request: Request, job_id: str):
+        job = job_get(account=request.user, job_id=job_id)
+        if job.status != Job.Status.COMPLETED:
+            raise InvalidInput(
+                f"Job {job.id} is {job.status}; its output can be downloaded once it completed"
+            )
+        key = job_output_prefix(job=job) + job.output_file
+        storage = get_storage()
+        if settings.PHONOS_DOWNLOAD_MODE == "redirect":
+            url = storage.presigned_url(key, job.output_file)
+            if url:
+                return HttpResponseRedirect(url)
+        try:
+            stream = storage.open(key)
+        except (FileNotFoundError, ApplicationError):
+            raise NotFound(f"The output of job {job.id} is no longer stored") from None
+        except Exception as error:
+            if type(error).__name__ in {"NoSuchKey", "ClientError"}:
+                raise NotFound(f"The output of job {job.id} is no longer stored") from None
+            raise
+        return FileResponse(
+            stream, as_attachment=True, filename=job.output_file, content_type="chemical/x-pdb"
+        )

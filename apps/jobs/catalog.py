@@ -1,0 +1,285 @@
+"""The model catalog: what each model costs, which params it takes, and how inputs are checked.
+
+Validation raises InvalidInput with a message that names the offending field. RDKit and gemmi
+are imported only when a docking request needs them.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+
+from apps.common.exceptions import InvalidInput
+
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWYX"
+_NOT_AMINO = re.compile(f"[^{AMINO_ACIDS}]")
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    kind: type
+    default: Any
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+    required: bool = False
+    description: str = ""
+
+    def check(self, value: Any) -> Any:
+        label = f"params.{self.name}"
+        if self.kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidInput(f"{label} must be an integer")
+            if self.minimum is not None and value < self.minimum:
+                raise InvalidInput(f"{label} must be between {self.minimum} and {self.maximum}")
+            if self.maximum is not None and value > self.maximum:
+                raise InvalidInput(f"{label} must be between {self.minimum} and {self.maximum}")
+        elif self.kind is bool:
+            if not isinstance(value, bool):
+                raise InvalidInput(f"{label} must be true or false")
+        elif self.kind is str:
+            if not isinstance(value, str):
+                raise InvalidInput(f"{label} must be a string")
+            if self.choices and value not in self.choices:
+                raise InvalidInput(f"{label} must be one of: {', '.join(self.choices)}")
+        return value
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    name: str
+    description: str
+    type: str
+    cost_credits: int
+    queue: str
+    params: tuple[Param, ...] = field(default_factory=tuple)
+
+    @property
+    def max_length(self) -> int:
+        return settings.PHONOS_MAX_LENGTH[self.id]
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "type": self.type,
+            "cost_credits": self.cost_credits,
+        }
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.id: spec
+    for spec in (
+        ModelSpec(
+            id="esmfold",
+            name="ESMFold",
+            description="Fast protein structure prediction from Meta AI",
+            type="structure_prediction",
+            cost_credits=10,
+            queue="esmfold",
+            params=(
+                Param("num_recycles", int, 4, 1, 24, description="Recycling iterations"),
+                Param("chunk_size", int, 128, 1, 4096, description="Trunk chunk size"),
+            ),
+        ),
+        ModelSpec(
+            id="alphafold2",
+            name="AlphaFold2",
+            description="High-accuracy protein structure prediction from DeepMind",
+            type="structure_prediction",
+            cost_credits=50,
+            queue="alphafold2",
+            params=(
+                Param("max_msa_seqs", int, 512, 1, 8192, description="MSA depth"),
+                Param("use_templates", bool, True),
+                Param(
+                    "model_preset",
+                    str,
+                    "monomer",
+                    choices=("monomer", "monomer_casp14", "monomer_ptm"),
+                ),
+                Param("num_recycles", int, 3, 1, 24),
+                Param("num_models", int, 5, 1, 5),
+                Param(
+                    "msa_mode",
+                    str,
+                    "mmseqs2_server",
+                    choices=("mmseqs2_server", "single_sequence", "a3m"),
+                ),
+                Param("a3m", str, None),
+            ),
+        ),
+        ModelSpec(
+            id="diffdock",
+            name="DiffDock",
+            description="Molecular docking for protein-ligand interactions",
+            type="docking",
+            cost_credits=30,
+            queue="diffdock",
+            params=(
+                Param("protein_pdb", str, None, required=True),
+                Param("ligand_smiles", str, None),
+                Param("inference_steps", int, 20, 10, 40),
+                Param("samples_per_complex", int, 10, 1, 40),
+            ),
+        ),
+    )
+}
+
+
+def model_get(model_id: Any) -> ModelSpec:
+    if not isinstance(model_id, str) or not model_id:
+        raise InvalidInput("model: a model id string is required")
+    spec = MODELS.get(model_id)
+    if spec is None:
+        raise InvalidInput(
+            f"model: unknown model {model_id!r}; available models: {', '.join(MODELS)}"
+        )
+    return spec
+
+
+def clean_protein_sequence(raw: Any, *, spec: ModelSpec, field_name: str = "sequence") -> str:
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{field_name} must be a string of amino acids")
+    sequence = _WHITESPACE.sub("", raw).upper()
+    if not sequence:
+        raise InvalidInput(f"{field_name} is empty")
+    bad = _NOT_AMINO.search(sequence)
+    if bad:
+        raise InvalidInput(
+            f"{field_name} has {bad.group()!r} at position {bad.start() + 1}; "
+            f"allowed residues are {AMINO_ACIDS}"
+        )
+    if len(sequence) > spec.max_length:
+        raise InvalidInput(
+            f"{field_name} has {len(sequence)} residues; {spec.id} accepts at most "
+            f"{spec.max_length}"
+        )
+    return sequence
+
+
+def clean_smiles(raw: Any, *, field_name: str) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidInput(f"{field_name} must be a non-empty SMILES string")
+    smiles = raw.strip()
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    molecule = Chem.MolFromSmiles(smiles)
+    if molecule is None or molecule.GetNumAtoms() == 0:
+        raise InvalidInput(f"{field_name}: {smiles!r} is not a valid SMILES string")
+    return smiles
+
+
+def clean_protein_pdb(raw: Any, *, spec: ModelSpec, field_name: str = "params.protein_pdb") -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise InvalidInput(f"{field_name} must be the text of a PDB file")
+    if "\n" not in raw.strip() and not raw.lstrip().startswith(("ATOM", "HETATM")):
+        raise InvalidInput(
+            f"{field_name} must be the content of a PDB file; file paths are not accepted"
+        )
+    import gemmi
+
+    try:
+        structure = gemmi.read_pdb_string(raw)
+    except (RuntimeError, ValueError) as error:
+        raise InvalidInput(f"{field_name} could not be parsed as PDB: {error}") from None
+    if len(structure) == 0:
+        raise InvalidInput(f"{field_name} contains no atoms")
+    model = structure[0]
+    residues = sum(
+        1
+        for chain in model
+        for residue in chain
+        if gemmi.find_tabulated_residue(residue.name)
+        and gemmi.find_tabulated_residue(residue.name).is_amino_acid()
+    )
+    if residues == 0:
+        raise InvalidInput(f"{field_name} contains no protein residues")
+    if residues > spec.max_length:
+        raise InvalidInput(
+            f"{field_name} has {residues} residues; {spec.id} accepts at most {spec.max_length}"
+        )
+    return raw
+
+
+def clean_params(raw: Any, *, spec: ModelSpec) -> dict[str, Any]:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InvalidInput("params must be a JSON object")
+    known = {param.name: param for param in spec.params}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise InvalidInput(
+            f"params.{unknown[0]} is not a parameter of {spec.id}; "
+            f"known parameters: {', '.join(known) or 'none'}"
+        )
+    cleaned: dict[str, Any] = {}
+    for name, param in known.items():
+        if name in raw and raw[name] is not None:
+            cleaned[name] = param.check(raw[name])
+        elif param.default is not None:
+            cleaned[name] = param.default
+    return cleaned
+
+
+@dataclass(frozen=True)
+class CleanedSubmission:
+    spec: ModelSpec
+    sequence: str
+    name: str
+    params: dict[str, Any]
+
+    @property
+    def cost(self) -> int:
+        return self.spec.cost_credits
+
+
+def submission_clean(data: Any) -> CleanedSubmission:
+    """Check one predict request body; the same checks serve predict, batch and validate."""
+    if not isinstance(data, dict):
+        raise InvalidInput("The request body must be a JSON object")
+    allowed = {"model", "sequence", "name", "params"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InvalidInput(f"{unknown[0]} is not a field of a prediction request")
+    spec = model_get(data.get("model"))
+    name = data.get("name") or ""
+    if not isinstance(name, str):
+        raise InvalidInput("name must be a string")
+    if len(name) > 200:
+        raise InvalidInput("name must be at most 200 characters")
+    params = clean_params(data.get("params"), spec=spec)
+
+    if spec.type == "docking":
+        raw_sequence = data.get("sequence")
+        ligand = params.get("ligand_smiles")
+        if ligand is None and raw_sequence is None:
+            raise InvalidInput(
+                "params.ligand_smiles (or sequence, holding the ligand's SMILES) is required"
+            )
+        ligand = clean_smiles(
+            ligand if ligand is not None else raw_sequence,
+            field_name="params.ligand_smiles" if ligand is not None else "sequence",
+        )
+        both_given = params.get("ligand_smiles") is not None and raw_sequence not in (None, "")
+        if both_given and (not isinstance(raw_sequence, str) or raw_sequence.strip() != ligand):
+            raise InvalidInput("sequence and params.ligand_smiles name different ligands")
+        if "protein_pdb" not in params:
+            raise InvalidInput("params.protein_pdb is required for diffdock")
+        params["protein_pdb"] = clean_protein_pdb(params["protein_pdb"], spec=spec)
+        params["ligand_smiles"] = ligand
+        sequence = ligand
+    else:
+        if "sequence" not in data:
+            raise InvalidInput("sequence is required")
+        sequence = clean_protein_sequence(data["sequence"], spec=spec)
+        if spec.id == "alphafold2" and params.get("msa_mode") == "a3m" and not params.get("a3m"):
+            raise InvalidInput("params.a3m is required when params.msa_mode is 'a3m'")
+    return CleanedSubmission(spec=spec, sequence=sequence, name=name.strip(), params=params)

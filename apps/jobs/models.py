@@ -1,0 +1,78 @@
+import uuid
+
+from django.db import models
+
+
+class Job(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        COMPLETED = "completed"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ACTIVE = (Status.PENDING, Status.RUNNING)
+    TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="jobs")
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs"
+    )
+    name = models.CharField(max_length=200, blank=True)
+    model = models.CharField(max_length=32, db_index=True)
+    sequence = models.TextField()
+    params = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    # Worker progress: queued, loading_model, msa, inference, writing_outputs, done.
+    stage = models.CharField(max_length=32, default="queued")
+    progress = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    cost_credits = models.PositiveIntegerField()
+    credits_refunded = models.PositiveIntegerField(default=0)
+    output_file = models.CharField(max_length=255, blank=True)
+    result_summary = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # Deleted jobs vanish from the API but keep the row, so usage and the ledger stay whole.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["account", "-created_at"]),
+            models.Index(fields=["account", "status"]),
+            models.Index(fields=["status", "enqueued_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.id} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def download_path(self) -> str:
+        return f"/v1/jobs/{self.id}/download"
+
+
+class IdempotencyRecord(models.Model):
+    """The first successful response to a request sent with an Idempotency-Key header."""
+
+    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField()
+    response_body = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "key"], name="idempotency_key_per_account")
+        ]

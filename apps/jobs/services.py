@@ -1,0 +1,248 @@
+"""Job writes. Every state change is a compare-and-set: the loser of a race gets a 409.
+
+A submission debits the ledger and creates the job in one transaction; the Celery task is
+enqueued only after that transaction commits, on the model's own queue.
+"""
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from apps.accounts.models import Account, ApiKey
+from apps.billing.services import credits_debit_for_job, credits_refund_for_job
+from apps.common.exceptions import ApplicationError, Conflict, InvalidInput, TooManyRequests
+from apps.jobs.catalog import MODELS, CleanedSubmission, submission_clean
+from apps.jobs.models import Job
+from apps.jobs.selectors import active_job_count, job_get, queued_job_count
+
+logger = logging.getLogger(__name__)
+
+RUN_JOB_TASK = "workers.tasks.run_job"
+
+
+def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
+    """Publish the job's task. A broker that is down is logged, not raised: the sweeper
+    re-enqueues pending jobs whose task never arrived."""
+    from phonos.celery import app as celery_app
+
+    try:
+        celery_app.send_task(
+            RUN_JOB_TASK,
+            args=[str(job_id)],
+            queue=MODELS[model].queue,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        )
+    except Exception:
+        logger.warning("Could not enqueue job %s; the sweeper will retry", job_id, exc_info=True)
+        return False
+    Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=timezone.now())
+    return True
+
+
+@transaction.atomic
+def job_submit(*, account: Account, api_key: ApiKey | None, submission: CleanedSubmission) -> Job:
+    if queued_job_count() >= settings.PHONOS_QUEUE_CAPACITY:
+        raise TooManyRequests(
+            "The job queue is at capacity; please retry in a few minutes",
+            error="Queue full",
+            retry_after=60,
+        )
+    job_id = uuid.uuid4()
+    # The debit's conditional UPDATE locks the account row until commit, which also makes the
+    # active-job count below exact under concurrent submissions.
+    credits_debit_for_job(account_id=account.id, job_id=job_id, cost=submission.cost)
+    limit = account.active_job_limit
+    if active_job_count(account_id=account.id) >= limit:
+        raise TooManyRequests(
+            f"This account already has {limit} active jobs, the most it may have at once; "
+            "wait for some to finish",
+            error="Too many active jobs",
+            retry_after=30,
+        )
+    job = Job.objects.create(
+        id=job_id,
+        account=account,
+        api_key=api_key,
+        name=submission.name,
+        model=submission.spec.id,
+        sequence=submission.sequence,
+        params=submission.params,
+        cost_credits=submission.cost,
+    )
+    transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
+    return job
+
+
+def _refund(job: Job, *, reason: str) -> None:
+    entry = credits_refund_for_job(account_id=job.account_id, job_id=job.id, reason=reason)
+    if entry is not None:
+        Job.objects.filter(id=job.id).update(credits_refunded=entry.amount)
+        job.credits_refunded = entry.amount
+
+
+@transaction.atomic
+def job_cancel(*, account: Account, job_id: uuid.UUID | str) -> Job:
+    job = job_get(account=account, job_id=job_id)
+    if job.is_terminal:
+        raise InvalidInput(f"Job {job.id} is already {job.status} and cannot be cancelled")
+    now = timezone.now()
+    changed = Job.objects.filter(id=job.id, status=job.status).update(
+        status=Job.Status.CANCELLED, stage="done", finished_at=now, updated_at=now
+    )
+    if changed != 1:
+        current = Job.objects.values_list("status", flat=True).get(id=job.id)
+        raise Conflict(f"Job {job.id} changed to {current} while it was being cancelled")
+    job.refresh_from_db()
+    _refund(job, reason="Job cancelled")
+    transaction.on_commit(lambda: job_stop_task(job_id=job.id))
+    return job
+
+
+def job_stop_task(*, job_id: uuid.UUID) -> None:
+    """Tell workers to stop a cancelled job; the worker also re-checks status before writing."""
+    from phonos.celery import app as celery_app
+
+    try:
+        celery_app.control.revoke(str(job_id), terminate=True, signal="SIGTERM")
+    except Exception:
+        logger.warning("Could not broadcast revoke for job %s", job_id, exc_info=True)
+
+
+@transaction.atomic
+def job_delete(*, account: Account, job_id: uuid.UUID | str) -> Job:
+    job = job_get(account=account, job_id=job_id)
+    if not job.is_terminal:
+        raise InvalidInput(f"Job {job.id} is still {job.status}; cancel it before deleting it")
+    changed = Job.objects.filter(id=job.id, deleted_at__isnull=True).update(
+        deleted_at=timezone.now()
+    )
+    if changed != 1:
+        raise Conflict(f"Job {job.id} is already being deleted")
+    output_prefix = job_output_prefix(job=job)
+    transaction.on_commit(lambda: _delete_outputs(prefix=output_prefix))
+    return job
+
+
+def job_output_prefix(*, job: Job) -> str:
+    return f"accounts/{job.account_id}/jobs/{job.id}/"
+
+
+def _delete_outputs(*, prefix: str) -> None:
+    from apps.jobs.storage import get_storage
+
+    try:
+        get_storage().delete_prefix(prefix)
+    except Exception:
+        logger.warning("Could not delete outputs under %s", prefix, exc_info=True)
+
+
+# --- Worker-side transitions ---------------------------------------------------------------------
+
+
+def job_start(*, job_id: uuid.UUID | str) -> Job | None:
+    """pending → running (or running again after a worker died). None if the job is done."""
+    now = timezone.now()
+    job = Job.objects.filter(id=job_id).first()
+    if job is None or job.status not in Job.ACTIVE:
+        return None
+    changed = Job.objects.filter(id=job.id, status=job.status).update(
+        status=Job.Status.RUNNING,
+        stage="loading_model",
+        started_at=job.started_at or now,
+        attempts=job.attempts + 1,
+        updated_at=now,
+    )
+    if changed != 1:
+        return None
+    job.refresh_from_db()
+    return job
+
+
+def job_progress(*, job_id: uuid.UUID | str, stage: str, progress: float | None = None) -> bool:
+    return (
+        Job.objects.filter(id=job_id, status=Job.Status.RUNNING).update(
+            stage=stage, progress=progress, updated_at=timezone.now()
+        )
+        == 1
+    )
+
+
+@transaction.atomic
+def job_complete(
+    *,
+    job_id: uuid.UUID | str,
+    output_file: str,
+    summary: dict[str, Any],
+    metadata: dict[str, Any],
+) -> bool:
+    now = timezone.now()
+    return (
+        Job.objects.filter(id=job_id, status=Job.Status.RUNNING).update(
+            status=Job.Status.COMPLETED,
+            stage="done",
+            progress=1.0,
+            output_file=output_file,
+            result_summary=summary,
+            metadata=metadata,
+            finished_at=now,
+            updated_at=now,
+        )
+        == 1
+    )
+
+
+@transaction.atomic
+def job_fail(*, job_id: uuid.UUID | str, error: str) -> bool:
+    job = Job.objects.filter(id=job_id).first()
+    if job is None or job.status not in Job.ACTIVE:
+        return False
+    now = timezone.now()
+    changed = Job.objects.filter(id=job.id, status=job.status).update(
+        status=Job.Status.FAILED,
+        stage="done",
+        error=error[:5000],
+        finished_at=now,
+        updated_at=now,
+    )
+    if changed != 1:
+        return False
+    _refund(job, reason="Job failed")
+    return True
+
+
+@dataclass(frozen=True)
+class BatchItemResult:
+    index: int
+    job: Job | None = None
+    error: str | None = None
+    message: str | None = None
+
+
+@transaction.atomic
+def job_submit_batch(
+    *, account: Account, api_key: ApiKey | None, items: list[Any]
+) -> list[BatchItemResult]:
+    """Submit each item on its own savepoint: a bad or unaffordable item is reported and
+    charged nothing, and the others go ahead."""
+    if not isinstance(items, list) or not items:
+        raise InvalidInput("jobs must be a non-empty list of prediction requests")
+    if len(items) > settings.PHONOS_MAX_BATCH_JOBS:
+        raise InvalidInput(
+            f"jobs has {len(items)} items; a batch holds at most {settings.PHONOS_MAX_BATCH_JOBS}"
+        )
+    results = []
+    for index, item in enumerate(items):
+        try:
+            submission = submission_clean(item)
+            job = job_submit(account=account, api_key=api_key, submission=submission)
+        except ApplicationError as error:
+            results.append(BatchItemResult(index=index, error=error.error, message=error.message))
+        else:
+            results.append(BatchItemResult(index=index, job=job))
+    return results

@@ -1,0 +1,54 @@
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.common.apis import PhonosApiView, error_responses
+from apps.usage.selectors import usage_summary
+
+
+def _rows(name: str, key: str, key_field: serializers.Field) -> serializers.ListSerializer:
+    return inline_serializer(
+        name,
+        {
+            key: key_field,
+            "requests": serializers.IntegerField(),
+            "credits_used": serializers.IntegerField(),
+        },
+        many=True,
+    )
+
+
+class UsageApi(PhonosApiView):
+    class FilterSerializer(serializers.Serializer):
+        days = serializers.IntegerField(min_value=1, max_value=90, default=30)
+
+    class OutputSerializer(serializers.Serializer):
+        period = inline_serializer(
+            "UsagePeriod",
+            {
+                "days": serializers.IntegerField(),
+                "start_date": serializers.DateField(),
+                "end_date": serializers.DateField(),
+            },
+        )
+        totals = inline_serializer(
+            "UsageTotals",
+            {
+                "requests": serializers.IntegerField(),
+                "credits_used": serializers.IntegerField(),
+                "credits_refunded": serializers.IntegerField(),
+                "avg_response_time_ms": serializers.FloatField(),
+            },
+        )
+        by_endpoint = _rows("UsageByEndpoint", "endpoint", serializers.CharField())
+        by_model = _rows("UsageByModel", "model", serializers.CharField())
+        daily = _rows("UsageDaily", "date", serializers.DateField())
+
+    @extend_schema(
+        parameters=[FilterSerializer], responses={200: OutputSerializer, **error_responses()}
+    )
+    def get(self, request: Request) -> Response:
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        return Response(usage_summary(account=request.user, days=filters.validated_data["days"]))

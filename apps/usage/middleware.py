@@ -1,0 +1,44 @@
+import logging
+import re
+import time
+from collections.abc import Callable
+
+from django.http import HttpRequest, HttpResponse
+
+from apps.usage.services import usage_record
+
+logger = logging.getLogger(__name__)
+
+_ROUTE_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")
+
+
+def endpoint_name(request: HttpRequest) -> str:
+    """`/v1/jobs/{job_id}` rather than the concrete path, so usage groups by endpoint."""
+    match = request.resolver_match
+    if match is None or not match.route:
+        return request.path[:120]
+    return "/" + _ROUTE_PARAMETER.sub(r"{\1}", match.route)
+
+
+class UsageRecordingMiddleware:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        started = time.perf_counter()
+        response = self.get_response(request)
+        api_key = getattr(request, "phonos_api_key", None)
+        if api_key is not None:
+            try:
+                usage_record(
+                    api_key=api_key,
+                    endpoint=endpoint_name(request),
+                    method=request.method or "",
+                    status_code=response.status_code,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    credits=getattr(request, "phonos_credits", 0),
+                    model=getattr(request, "phonos_model", ""),
+                )
+            except Exception:
+                logger.exception("Could not record usage for %s", request.path)
+        return response

@@ -1,0 +1,202 @@
+"""Phonos settings, read once from the environment (see docs/settings.md for every variable).
+
+With nothing set, Phonos runs on an embedded default that needs no external server: SQLite and
+local files under `var/`. `PHONOS_ENV=production` refuses to start without PostgreSQL and Redis.
+"""
+
+import sys
+from pathlib import Path
+
+from phonos.env import (
+    ImproperlyConfiguredEnv,
+    database_from_url,
+    env_bool,
+    env_int,
+    env_list,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("PHONOS_VAR_DIR", str(BASE_DIR / "var")))
+
+# --- Environment -------------------------------------------------------------------------------
+PHONOS_ENV = env_str("PHONOS_ENV", "development")
+if PHONOS_ENV not in {"development", "production", "test"}:
+    raise ImproperlyConfiguredEnv(
+        f"PHONOS_ENV must be development, production or test, got {PHONOS_ENV!r}"
+    )
+IS_PRODUCTION = PHONOS_ENV == "production"
+
+DATABASE_URL = env_str("DATABASE_URL")
+REDIS_URL = env_str("REDIS_URL")
+if IS_PRODUCTION:
+    missing = [
+        name
+        for name, value in (("DATABASE_URL", DATABASE_URL), ("REDIS_URL", REDIS_URL))
+        if not value
+    ]
+    if missing or not DATABASE_URL.startswith(("postgres://", "postgresql://")):
+        sys.stderr.write(
+            "PHONOS_ENV=production needs PostgreSQL and Redis: set DATABASE_URL=postgres://... "
+            "and REDIS_URL=redis://... (missing or wrong: "
+            + (", ".join(missing) or "DATABASE_URL is not PostgreSQL")
+            + ")\n"
+        )
+        raise SystemExit(2)
+
+SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY:
+    if IS_PRODUCTION:
+        raise ImproperlyConfiguredEnv("SECRET_KEY must be set in production")
+    SECRET_KEY = "phonos-development-only-secret-key-not-for-production"
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if not IS_PRODUCTION else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# --- Applications ------------------------------------------------------------------------------
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "apps.common",
+    "apps.accounts",
+    "apps.billing",
+    "apps.jobs",
+    "apps.usage",
+]
+
+MIDDLEWARE = [
+    "apps.common.middleware.RequestSizeLimitMiddleware",
+    "apps.usage.middleware.UsageRecordingMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "phonos.urls"
+WSGI_APPLICATION = "phonos.wsgi.application"
+AUTH_USER_MODEL = "accounts.User"
+APPEND_SLASH = False
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ----------------------------------------------------------------------------------
+if DATABASE_URL:
+    DATABASES = {"default": database_from_url(DATABASE_URL)}
+else:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "phonos.sqlite3",
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache and Redis ---------------------------------------------------------------------------
+if REDIS_URL:
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Celery ------------------------------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL or f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}"
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "light"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker that is down must not hang a submission: the sweeper re-enqueues pending jobs.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+
+# --- API ---------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["apps.accounts.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.accounts.permissions.HasApiKey"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "apps.common.exception_handler.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Phonos API",
+    "DESCRIPTION": "Protein structure prediction and molecular docking.",
+    "VERSION": "v1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+PHONOS_VERSION = "v1"
+# Requests larger than this are refused with 413 before the body is read.
+PHONOS_MAX_REQUEST_BYTES = env_int("PHONOS_MAX_REQUEST_BYTES", 5 * 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = PHONOS_MAX_REQUEST_BYTES
+PHONOS_DEFAULT_RATE_LIMIT = env_int("PHONOS_DEFAULT_RATE_LIMIT", 60, minimum=1)
+PHONOS_MAX_ACTIVE_JOBS_PER_ACCOUNT = env_int("PHONOS_MAX_ACTIVE_JOBS_PER_ACCOUNT", 50, minimum=1)
+PHONOS_QUEUE_CAPACITY = env_int("PHONOS_QUEUE_CAPACITY", 10_000, minimum=1)
+PHONOS_MAX_BATCH_JOBS = 10
+PHONOS_MAX_LENGTH = {
+    "esmfold": env_int("PHONOS_MAX_LENGTH_ESMFOLD", 1024, minimum=1),
+    "alphafold2": env_int("PHONOS_MAX_LENGTH_ALPHAFOLD2", 1500, minimum=1),
+    "diffdock": env_int("PHONOS_MAX_LENGTH_DIFFDOCK", 2000, minimum=1),
+}
+PHONOS_IDEMPOTENCY_TTL_HOURS = 24
+PHONOS_SIGNUP_CREDITS = env_int("PHONOS_SIGNUP_CREDITS", 100, minimum=0)
+PHONOS_STORAGE_DIR = Path(env_str("PHONOS_STORAGE_DIR", str(VAR_DIR / "storage")))
+# Outputs go to S3 when a bucket is named; credentials come from boto3's usual sources.
+PHONOS_S3_BUCKET = env_str("PHONOS_S3_BUCKET")
+PHONOS_S3_PREFIX = env_str("PHONOS_S3_PREFIX", "phonos")
+PHONOS_S3_ENDPOINT_URL = env_str("PHONOS_S3_ENDPOINT_URL")
+PHONOS_S3_REGION = env_str("PHONOS_S3_REGION", "us-east-1")
+PHONOS_S3_PRESIGN_SECONDS = env_int("PHONOS_S3_PRESIGN_SECONDS", 300, minimum=1)
+# Downloads stream through the API by default; "redirect" answers 302 to a presigned URL.
+PHONOS_DOWNLOAD_MODE = env_str("PHONOS_DOWNLOAD_MODE", "stream")
+if PHONOS_DOWNLOAD_MODE not in {"stream", "redirect"}:
+    raise ImproperlyConfiguredEnv("PHONOS_DOWNLOAD_MODE must be stream or redirect")
+
+# --- Internationalisation, static --------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "static"
+
+if IS_PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}

@@ -1,0 +1,51 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
+
+from apps.accounts.apis import AccountApi
+from apps.common.apis import HealthApi
+from apps.jobs.apis import (
+    BatchApi,
+    JobCancelApi,
+    JobDetailApi,
+    JobDownloadApi,
+    JobListApi,
+    ModelsApi,
+    PredictApi,
+    ValidateApi,
+)
+from apps.usage.apis import UsageApi
+
+handler404 = "apps.common.exception_handler.json_not_found"
+handler500 = "apps.common.exception_handler.json_server_error"
+
+v1 = [
+    path("health", HealthApi.as_view(), name="health"),
+    path("models", ModelsApi.as_view(), name="models"),
+    path("predict", PredictApi.as_view(), name="predict"),
+    path("validate", ValidateApi.as_view(), name="validate"),
+    path("batch", BatchApi.as_view(), name="batch"),
+    path("account", AccountApi.as_view(), name="account"),
+    path("usage", UsageApi.as_view(), name="usage"),
+    path("jobs", JobListApi.as_view(), name="job-list"),
+    path("jobs/<str:job_id>", JobDetailApi.as_view(), name="job-detail"),
+    path("jobs/<str:job_id>/cancel", JobCancelApi.as_view(), name="job-cancel"),
+    path("jobs/<str:job_id>/download", JobDownloadApi.as_view(), name="job-download"),
+    path(
+        "openapi.json",
+        SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),
+        name="openapi",
+    ),
+    path(
+        "docs",
+        SpectacularSwaggerView.as_view(
+            url_name="openapi", authentication_classes=[], permission_classes=[]
+        ),
+        name="docs",
+    ),
+]
+
+urlpatterns = [
+    path("v1/", include(v1)),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,48 @@
+# Shared by scripts/run and scripts/test: idempotent set-up steps for a fresh machine.
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    log "cannot install $* (no apt-get); install it yourself"; return 1
+  fi
+  [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq >/dev/null; APT_UPDATED=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# ensure_venv EXTRAS: a virtualenv in .venv with the project installed (editable).
+ensure_venv() {
+  local extras=$1 stamp
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  stamp=".venv/.phonos-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//[^a-z,]/}"
+  if [ ! -f "$stamp" ]; then
+    log "installing Phonos and its dependencies ($extras) into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip 2>/dev/null
+    # torch is pinned in pyproject (==2.13.0): the CPU wheel on these machines, never CUDA.
+    .venv/bin/python -m pip install -q -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
+    .venv/bin/python -c "import django" && touch "$stamp"
+  fi
+}
+
+ensure_postgres() {
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return 0; fi
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    log "installing PostgreSQL"; apt_install postgresql
+  fi
+  log "starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.5; done
+  # A fresh Debian cluster asks for passwords over TCP: give the tests' role one.
+  su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\"" >/dev/null 2>&1 || true
+}
+
+ensure_redis() {
+  if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return 0; fi
+  command -v redis-server >/dev/null 2>&1 || { log "installing Redis"; apt_install redis-server; }
+  log "starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
+}
