@@ -1,6 +1,12 @@
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,3 +97,90 @@ def parallel(
 
 
 ESMFOLD_JOB = {"model": "esmfold", "sequence": "MGSSHHHHHHSSGLVPRGSHMASMTGGQQMGRGS", "name": "demo"}
+
+
+@dataclass
+class WorkerProcess:
+    """A real `celery worker` process, run against the test database and Redis."""
+
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill_hard(self) -> None:
+        """SIGKILL the whole process group, as an OOM kill or a lost node would."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def worker_environment(**extra: str) -> dict[str, str]:
+    from django.db import connection
+
+    database = connection.settings_dict
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": (
+            f"postgres://{database['USER']}:{database['PASSWORD']}@{database['HOST']}:"
+            f"{database['PORT'] or 5432}/{database['NAME']}"
+        ),
+        "REDIS_URL": settings.REDIS_URL,
+        "PHONOS_STORAGE_DIR": str(settings.PHONOS_STORAGE_DIR),
+        **extra,
+    }
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path, transactional_db) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start `celery -A phonos worker` on the given queues; waits until it is ready."""
+    started: list[WorkerProcess] = []
+
+    def start(queues: str = "light", concurrency: int = 1, **env: str) -> WorkerProcess:
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "phonos",
+                "worker",
+                "-Q",
+                queues,
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"test{len(started)}-{os.getpid()}@%h",
+            ],
+            env=worker_environment(**env),
+            stdout=log_path.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        worker = WorkerProcess(process=process, log_path=log_path)
+        started.append(worker)
+        deadline = time.monotonic() + 60
+        while "ready." not in worker.log():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{worker.log()}")
+            time.sleep(0.2)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
