@@ -144,6 +144,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "apps.common.exception_handler.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # `?format=` belongs to our API (results/structure?format=cif), not to DRF's renderers.
+    "URL_FORMAT_OVERRIDE": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Phonos API",
@@ -179,6 +181,32 @@ PHONOS_S3_PRESIGN_SECONDS = env_int("PHONOS_S3_PRESIGN_SECONDS", 300, minimum=1)
 PHONOS_DOWNLOAD_MODE = env_str("PHONOS_DOWNLOAD_MODE", "stream")
 if PHONOS_DOWNLOAD_MODE not in {"stream", "redirect"}:
     raise ImproperlyConfiguredEnv("PHONOS_DOWNLOAD_MODE must be stream or redirect")
+
+# --- Workers -----------------------------------------------------------------------------------
+# ESMFold weights: a local directory written by save_pretrained, or a hub id.
+PHONOS_ESMFOLD_WEIGHTS = env_str("PHONOS_ESMFOLD_WEIGHTS", "facebook/esmfold_v1")
+# Never reach the model hub at run time unless this is on (production images bake weights in).
+PHONOS_MODEL_DOWNLOADS = env_bool("PHONOS_MODEL_DOWNLOADS", False)
+PHONOS_DEVICE = env_str("PHONOS_DEVICE")  # "cuda", "cpu"; empty picks cuda when available
+PHONOS_TIME_LIMITS = {
+    "esmfold": env_int("PHONOS_TIME_LIMIT_ESMFOLD", 30 * 60, minimum=10),
+    "alphafold2": env_int("PHONOS_TIME_LIMIT_ALPHAFOLD2", 4 * 3600, minimum=10),
+    "diffdock": env_int("PHONOS_TIME_LIMIT_DIFFDOCK", 60 * 60, minimum=10),
+}
+PHONOS_JOB_MAX_ATTEMPTS = env_int("PHONOS_JOB_MAX_ATTEMPTS", 3, minimum=1)
+PHONOS_HEARTBEAT_SECONDS = env_int("PHONOS_HEARTBEAT_SECONDS", 10, minimum=1)
+# A running job whose heartbeat is older than this is taken to have lost its worker.
+PHONOS_STALE_AFTER_SECONDS = env_int("PHONOS_STALE_AFTER_SECONDS", 60, minimum=2)
+# A pending job published this long ago without starting is published again (lost message).
+PHONOS_REPUBLISH_AFTER_SECONDS = env_int("PHONOS_REPUBLISH_AFTER_SECONDS", 3600, minimum=1)
+PHONOS_SWEEP_INTERVAL_SECONDS = env_int("PHONOS_SWEEP_INTERVAL_SECONDS", 30, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "jobs-sweep": {
+        "task": "workers.tasks.sweep_jobs",
+        "schedule": float(PHONOS_SWEEP_INTERVAL_SECONDS),
+        "options": {"queue": "light", "expires": PHONOS_SWEEP_INTERVAL_SECONDS},
+    },
+}
 
 # --- Internationalisation, static --------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -14,6 +14,13 @@ from apps.jobs.apis import (
     PredictApi,
     ValidateApi,
 )
+from apps.jobs.result_apis import (
+    JobArchiveApi,
+    JobConfidenceApi,
+    JobEventsApi,
+    JobResultsApi,
+    JobStructureApi,
+)
 from apps.usage.apis import UsageApi
 
 handler404 = "apps.common.exception_handler.json_not_found"
@@ -31,6 +38,19 @@ v1 = [
     path("jobs/<str:job_id>", JobDetailApi.as_view(), name="job-detail"),
     path("jobs/<str:job_id>/cancel", JobCancelApi.as_view(), name="job-cancel"),
     path("jobs/<str:job_id>/download", JobDownloadApi.as_view(), name="job-download"),
+    path("jobs/<str:job_id>/events", JobEventsApi.as_view(), name="job-events"),
+    path("jobs/<str:job_id>/results", JobResultsApi.as_view(), name="job-results"),
+    path(
+        "jobs/<str:job_id>/results/confidence",
+        JobConfidenceApi.as_view(),
+        name="job-results-confidence",
+    ),
+    path("jobs/<str:job_id>/results/archive", JobArchiveApi.as_view(), name="job-results-archive"),
+    path(
+        "jobs/<str:job_id>/results/structure",
+        JobStructureApi.as_view(),
+        name="job-results-structure",
+    ),
     path(
         "openapi.json",
         SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -184,3 +185,113 @@ def start_worker(tmp_path: Path, transactional_db) -> Iterator[Callable[..., Wor
     yield start
     for worker in started:
         worker.stop()
+
+
+S3_ACCESS_KEY = "phonos-test"
+S3_SECRET_KEY = "phonos-test-secret-0123456789"
+S3_PORT = 8333
+
+
+def _s3_is_up() -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{S3_PORT}", timeout=1).status_code > 0
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory) -> Iterator[str]:
+    """A real S3-protocol server (SeaweedFS) that checks SigV4 signatures."""
+    process = None
+    if not _s3_is_up():
+        workdir = tmp_path_factory.mktemp("seaweedfs")
+        config = workdir / "s3.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "phonos",
+                            "credentials": [
+                                {"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}
+                            ],
+                            "actions": ["Admin", "Read", "List", "Write"],
+                        }
+                    ]
+                }
+            )
+        )
+        weed = Path(sys.executable).with_name("weed")
+        process = subprocess.Popen(
+            [
+                str(weed),
+                "mini",
+                f"-dir={workdir / 'data'}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-s3.config={config}",
+                "-admin.ui=false",
+                "-webdav=false",
+            ],
+            stdout=(workdir / "weed.log").open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while not _s3_is_up():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((workdir / "weed.log").read_text())
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{S3_PORT}"
+    if process is not None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+
+
+@pytest.fixture
+def s3_storage(seaweedfs, settings) -> Iterator[dict[str, str]]:
+    """Point this process and (through the returned env) workers at a fresh S3 bucket."""
+    import boto3
+
+    from apps.jobs.storage import get_storage
+
+    bucket = f"phonos-test-{os.getpid()}-{time.monotonic_ns()}"
+    env = {
+        "PHONOS_S3_BUCKET": bucket,
+        "PHONOS_S3_ENDPOINT_URL": seaweedfs,
+        "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+    }
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=seaweedfs,
+        aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY,
+        region_name="us-east-1",
+    )
+    for _ in range(50):  # the filer may still be joining the cluster right after start
+        try:
+            s3.create_bucket(Bucket=bucket)
+            break
+        except Exception:
+            time.sleep(0.2)
+    previous = {name: os.environ.get(name) for name in env}
+    os.environ.update({key: value for key, value in env.items() if key.startswith("AWS_")})
+    settings.PHONOS_S3_BUCKET = bucket
+    settings.PHONOS_S3_ENDPOINT_URL = seaweedfs
+    get_storage.cache_clear()
+    yield env
+    get_storage.cache_clear()
+    for name, value in previous.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_esmfold(tmp_path_factory) -> Path:
+    """A tiny, randomly initialised EsmForProteinFolding saved like real weights."""
+    from workers.checkpoints import write_tiny_esmfold
+
+    return write_tiny_esmfold(tmp_path_factory.mktemp("esmfold") / "tiny-esmfold")

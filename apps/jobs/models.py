@@ -35,6 +35,9 @@ class Job(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Written by the worker every few seconds while it runs the job; a stale heartbeat means
+    # the worker died and the sweeper hands the job to another one.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -60,6 +63,19 @@ class Job(models.Model):
     @property
     def download_path(self) -> str:
         return f"/v1/jobs/{self.id}/download"
+
+
+class JobEvent(models.Model):
+    """One change of a job's status or stage, in order: what the event stream replays."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="events")
+    status = models.CharField(max_length=16)
+    stage = models.CharField(max_length=32)
+    progress = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
 
 
 class IdempotencyRecord(models.Model):

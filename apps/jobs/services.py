@@ -7,17 +7,19 @@ enqueued only after that transaction commits, on the model's own queue.
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from apps.accounts.models import Account, ApiKey
 from apps.billing.services import credits_debit_for_job, credits_refund_for_job
 from apps.common.exceptions import ApplicationError, Conflict, InvalidInput, TooManyRequests
 from apps.jobs.catalog import MODELS, CleanedSubmission, submission_clean
-from apps.jobs.models import Job
+from apps.jobs.models import Job, JobEvent
 from apps.jobs.selectors import active_job_count, job_get, queued_job_count
 
 logger = logging.getLogger(__name__)
@@ -30,11 +32,15 @@ def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
     re-enqueues pending jobs whose task never arrived."""
     from phonos.celery import app as celery_app
 
+    time_limit = settings.PHONOS_TIME_LIMITS[model]
     try:
         celery_app.send_task(
             RUN_JOB_TASK,
             args=[str(job_id)],
+            task_id=str(job_id),  # lets a cancel revoke the running task by job id
             queue=MODELS[model].queue,
+            soft_time_limit=time_limit,
+            time_limit=time_limit + 60,
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
         )
@@ -75,6 +81,7 @@ def job_submit(*, account: Account, api_key: ApiKey | None, submission: CleanedS
         params=submission.params,
         cost_credits=submission.cost,
     )
+    job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
     return job
 
@@ -99,6 +106,7 @@ def job_cancel(*, account: Account, job_id: uuid.UUID | str) -> Job:
         current = Job.objects.values_list("status", flat=True).get(id=job.id)
         raise Conflict(f"Job {job.id} changed to {current} while it was being cancelled")
     job.refresh_from_db()
+    job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     _refund(job, reason="Job cancelled")
     transaction.on_commit(lambda: job_stop_task(job_id=job.id))
     return job
@@ -145,32 +153,91 @@ def _delete_outputs(*, prefix: str) -> None:
 # --- Worker-side transitions ---------------------------------------------------------------------
 
 
+@transaction.atomic
 def job_start(*, job_id: uuid.UUID | str) -> Job | None:
     """pending → running (or running again after a worker died). None if the job is done."""
     now = timezone.now()
     job = Job.objects.filter(id=job_id).first()
     if job is None or job.status not in Job.ACTIVE:
         return None
-    changed = Job.objects.filter(id=job.id, status=job.status).update(
+    changed = Job.objects.filter(id=job.id, status=job.status, attempts=job.attempts).update(
         status=Job.Status.RUNNING,
         stage="loading_model",
+        progress=None,
         started_at=job.started_at or now,
+        heartbeat_at=now,
         attempts=job.attempts + 1,
         updated_at=now,
     )
     if changed != 1:
         return None
     job.refresh_from_db()
+    job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     return job
 
 
+def job_event_record(
+    *, job_id: uuid.UUID | str, status: str, stage: str, progress: float | None = None
+) -> None:
+    JobEvent.objects.create(job_id=job_id, status=status, stage=stage, progress=progress)
+
+
+@transaction.atomic
 def job_progress(*, job_id: uuid.UUID | str, stage: str, progress: float | None = None) -> bool:
+    """Record a stage change; False once the job is no longer running (cancelled)."""
+    now = timezone.now()
+    changed = Job.objects.filter(id=job_id, status=Job.Status.RUNNING).update(
+        stage=stage, progress=progress, heartbeat_at=now, updated_at=now
+    )
+    if changed == 1:
+        job_event_record(job_id=job_id, status=Job.Status.RUNNING, stage=stage, progress=progress)
+    return changed == 1
+
+
+def job_heartbeat(*, job_id: uuid.UUID | str) -> bool:
     return (
-        Job.objects.filter(id=job_id, status=Job.Status.RUNNING).update(
-            stage=stage, progress=progress, updated_at=timezone.now()
-        )
+        Job.objects.filter(id=job_id, status=Job.Status.RUNNING).update(heartbeat_at=timezone.now())
         == 1
     )
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    republished: list[str]
+    failed: list[str]
+
+
+def job_sweep() -> SweepReport:
+    """Hand lost jobs to a worker again.
+
+    Pending jobs whose publication failed (broker down at submit) or whose message seems lost,
+    and running jobs whose worker stopped sending heartbeats, are published again; a job that
+    has used up its attempts fails and is refunded. Running a job twice is harmless: the worker
+    claims it by compare-and-set and writes the same output keys.
+    """
+    now = timezone.now()
+    republish_before = now - timedelta(seconds=settings.PHONOS_REPUBLISH_AFTER_SECONDS)
+    stale_before = now - timedelta(seconds=settings.PHONOS_STALE_AFTER_SECONDS)
+    unpublished = Job.objects.filter(status=Job.Status.PENDING).filter(
+        Q(enqueued_at__isnull=True, created_at__lt=now - timedelta(seconds=2))
+        | Q(enqueued_at__lt=republish_before)
+    )
+    stale = Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=stale_before)
+    republished, failed = [], []
+    for job in list(unpublished) + list(stale):
+        if job.status == Job.Status.RUNNING and job.attempts >= settings.PHONOS_JOB_MAX_ATTEMPTS:
+            if job_fail(
+                job_id=job.id,
+                error=f"The worker running this job stopped {job.attempts} times; "
+                "the job was given up and refunded",
+            ):
+                failed.append(str(job.id))
+            continue
+        if job_enqueue(job_id=job.id, model=job.model):
+            if job.status == Job.Status.RUNNING:
+                Job.objects.filter(id=job.id, status=Job.Status.RUNNING).update(heartbeat_at=now)
+            republished.append(str(job.id))
+    return SweepReport(republished=republished, failed=failed)
 
 
 @transaction.atomic
@@ -182,19 +249,20 @@ def job_complete(
     metadata: dict[str, Any],
 ) -> bool:
     now = timezone.now()
-    return (
-        Job.objects.filter(id=job_id, status=Job.Status.RUNNING).update(
-            status=Job.Status.COMPLETED,
-            stage="done",
-            progress=1.0,
-            output_file=output_file,
-            result_summary=summary,
-            metadata=metadata,
-            finished_at=now,
-            updated_at=now,
-        )
-        == 1
+    changed = Job.objects.filter(id=job_id, status=Job.Status.RUNNING).update(
+        status=Job.Status.COMPLETED,
+        stage="done",
+        progress=1.0,
+        output_file=output_file,
+        result_summary=summary,
+        metadata=metadata,
+        finished_at=now,
+        updated_at=now,
     )
+    if changed != 1:
+        return False
+    job_event_record(job_id=job_id, status=Job.Status.COMPLETED, stage="done", progress=1.0)
+    return True
 
 
 @transaction.atomic
@@ -212,6 +280,7 @@ def job_fail(*, job_id: uuid.UUID | str, error: str) -> bool:
     )
     if changed != 1:
         return False
+    job_event_record(job_id=job.id, status=Job.Status.FAILED, stage="done")
     _refund(job, reason="Job failed")
     return True
 

@@ -14,6 +14,8 @@ from django.conf import settings
 
 
 class Storage(Protocol):
+    """Backends raise FileNotFoundError from `open` when a key holds nothing."""
+
     def put_file(self, key: str, path: Path, content_type: str) -> None: ...
     def open(self, key: str) -> BinaryIO: ...
     def exists(self, key: str) -> bool: ...
@@ -90,7 +92,15 @@ class S3Storage:
         )
 
     def open(self, key: str) -> BinaryIO:
-        return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        """Raises FileNotFoundError for a missing object, like LocalStorage."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+                raise FileNotFoundError(key) from None
+            raise
 
     def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

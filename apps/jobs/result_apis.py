@@ -1,0 +1,217 @@
+"""Results of completed jobs (summary, confidences, ZIP, PDB/mmCIF) and the live event stream."""
+
+import json
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+
+from django.http import FileResponse, HttpResponse, StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from apps.accounts.models import Account
+from apps.common.apis import PhonosApiView, error_responses
+from apps.common.exceptions import InvalidInput, NotFound
+from apps.jobs.models import Job, JobEvent
+from apps.jobs.selectors import job_get
+from apps.jobs.services import job_output_prefix
+from apps.jobs.storage import get_storage
+
+CONFIDENCE_FILE = "confidence.json"
+EVENT_POLL_SECONDS = 0.5
+EVENT_KEEPALIVE_SECONDS = 15
+EVENT_STREAM_MAX_SECONDS = 3600
+
+
+def completed_job(*, account: Account, job_id: str) -> Job:
+    job = job_get(account=account, job_id=job_id)
+    if job.status != Job.Status.COMPLETED:
+        raise InvalidInput(f"Job {job.id} is {job.status}; results exist once it completed")
+    return job
+
+
+def _read_output(job: Job, name: str) -> bytes:
+    try:
+        with get_storage().open(job_output_prefix(job=job) + name) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        raise NotFound(f"Job {job.id} has no stored {name}") from None
+
+
+class JobResultsApi(PhonosApiView):
+    class OutputSerializer(serializers.Serializer):
+        job_id = serializers.UUIDField()
+        model = serializers.CharField()
+        summary = serializers.DictField()
+        untrained = serializers.BooleanField()
+        files = serializers.ListField(child=serializers.CharField())
+
+    @extend_schema(
+        operation_id="job_results", responses={200: OutputSerializer, **error_responses()}
+    )
+    def get(self, request: Request, job_id: str) -> Response:
+        job = completed_job(account=request.user, job_id=job_id)
+        return Response(
+            {
+                "job_id": str(job.id),
+                "model": job.model,
+                "summary": job.result_summary or {},
+                "untrained": bool(job.metadata.get("untrained")),
+                "files": job.metadata.get("files", [job.output_file]),
+            }
+        )
+
+
+class JobConfidenceApi(PhonosApiView):
+    @extend_schema(
+        operation_id="job_results_confidence",
+        responses={200: OpenApiTypes.OBJECT, **error_responses()},
+    )
+    def get(self, request: Request, job_id: str) -> Response:
+        job = completed_job(account=request.user, job_id=job_id)
+        return Response(json.loads(_read_output(job, CONFIDENCE_FILE)))
+
+
+class JobArchiveApi(PhonosApiView):
+    @extend_schema(
+        operation_id="job_results_archive",
+        responses={
+            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, "Every output file"),
+            **error_responses(),
+        },
+    )
+    def get(self, request: Request, job_id: str) -> FileResponse:
+        job = completed_job(account=request.user, job_id=job_id)
+        storage = get_storage()
+        prefix = job_output_prefix(job=job)
+        keys = storage.list(prefix)
+        if not keys:
+            raise NotFound(f"Job {job.id} has no stored outputs")
+        # Spooled: small archives stay in memory, large ones go to disk, never all in RAM.
+        archive = tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024)
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+            for key in keys:
+                with (
+                    storage.open(key) as stream,
+                    bundle.open(f"{job.id}/{key[len(prefix) :]}", "w") as member,
+                ):
+                    while chunk := stream.read(1024 * 1024):
+                        member.write(chunk)
+        archive.seek(0)
+        return FileResponse(
+            archive, as_attachment=True, filename=f"{job.id}.zip", content_type="application/zip"
+        )
+
+
+class JobStructureApi(PhonosApiView):
+    FORMAT = OpenApiParameter("format", OpenApiTypes.STR, enum=["pdb", "cif"], default="pdb")
+
+    @extend_schema(
+        operation_id="job_results_structure",
+        parameters=[FORMAT],
+        responses={
+            (200, "chemical/x-pdb"): OpenApiResponse(OpenApiTypes.BINARY),
+            (200, "chemical/x-mmcif"): OpenApiResponse(OpenApiTypes.BINARY),
+            **error_responses(),
+        },
+    )
+    def get(self, request: Request, job_id: str) -> HttpResponse:
+        wanted = request.query_params.get("format", "pdb")
+        if wanted not in {"pdb", "cif"}:
+            raise InvalidInput("format must be pdb or cif")
+        job = completed_job(account=request.user, job_id=job_id)
+        pdb_text = _read_output(job, job.output_file).decode()
+        stem = job.output_file.rsplit(".", 1)[0]
+        if wanted == "pdb":
+            body, content_type = pdb_text, "chemical/x-pdb"
+        else:
+            import gemmi
+
+            structure = gemmi.read_pdb_string(pdb_text)
+            structure.name = stem
+            structure.setup_entities()
+            body, content_type = structure.make_mmcif_document().as_string(), "chemical/x-mmcif"
+        response = HttpResponse(body, content_type=content_type)
+        response["Content-Disposition"] = f'attachment; filename="{stem}.{wanted}"'
+        return response
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets clients send `Accept: text/event-stream`; errors still carry the JSON envelope."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        return json.dumps(data).encode()
+
+
+def _event_payload(job: Job, event: JobEvent) -> dict:
+    payload = {
+        "job_id": str(job.id),
+        "status": event.status,
+        "stage": event.stage,
+        "progress": event.progress,
+        "at": event.created_at.isoformat(),
+    }
+    if event.status == Job.Status.FAILED:
+        payload["error"] = job.error
+    if event.status == Job.Status.COMPLETED:
+        payload["download_url"] = job.download_path
+    return payload
+
+
+def job_events(*, job: Job, after_id: int = 0) -> Iterator[str]:
+    """Server-Sent Events replaying the job's recorded changes in order: `stage` events, then
+    the terminal event (`completed`, `failed` or `cancelled`), then the stream ends. Each event
+    carries an `id`, so a client reconnecting with Last-Event-ID misses nothing."""
+    last_sent = time.monotonic()
+    deadline = last_sent + EVENT_STREAM_MAX_SECONDS
+    yield "retry: 2000\n\n"
+    while time.monotonic() < deadline:
+        events = list(JobEvent.objects.filter(job_id=job.id, id__gt=after_id).order_by("id"))
+        if any(event.status in Job.TERMINAL for event in events):
+            job.refresh_from_db()
+        for event in events:
+            after_id = event.id
+            terminal = event.status in Job.TERMINAL
+            name = event.status if terminal else "stage"
+            yield f"id: {event.id}\nevent: {name}\ndata: {json.dumps(_event_payload(job, event))}\n\n"
+            if terminal:
+                return
+        if events:
+            last_sent = time.monotonic()
+        elif time.monotonic() - last_sent > EVENT_KEEPALIVE_SECONDS:
+            last_sent = time.monotonic()
+            yield ": keep-alive\n\n"
+        time.sleep(EVENT_POLL_SECONDS)
+    yield 'event: timeout\ndata: {"message": "Reconnect to keep following this job"}\n\n'
+
+
+class JobEventsApi(PhonosApiView):
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        operation_id="job_events",
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR, "`stage` events, then one of `completed`, `failed`, `cancelled`"
+            ),
+            **error_responses(),
+        },
+    )
+    def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
+        job = job_get(account=request.user, job_id=job_id)
+        last_event_id = request.headers.get("Last-Event-ID", "0")
+        after_id = int(last_event_id) if last_event_id.isdigit() else 0
+        response = StreamingHttpResponse(
+            job_events(job=job, after_id=after_id), content_type="text/event-stream"
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response

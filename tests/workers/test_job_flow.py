@@ -1,0 +1,164 @@
+"""A job's whole life through real processes: HTTP submit → Celery worker on Redis → the real
+ESMFold code (tiny random checkpoint) → S3 (SeaweedFS) → results over HTTP."""
+
+import io
+import json
+import threading
+import time
+import zipfile
+
+import boto3
+import gemmi
+import pytest
+import requests
+
+from apps.billing.models import LedgerEntry
+from apps.jobs.models import Job
+from tests.conftest import ESMFOLD_JOB, S3_ACCESS_KEY, S3_SECRET_KEY
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+SEQUENCE = "MKTVRQERLKSIVRILERSKEPVSGAQLAEELSVSRQVIVQDIAYLRSLGYNIVATPRGYVLAGG"
+
+
+def wait_for_status(client, job_id: str, statuses: set[str], timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/jobs/{job_id}").json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached {statuses}: {body}")
+
+
+def collect_events(client, job_id: str) -> tuple[threading.Thread, list[tuple[str, dict]]]:
+    events: list[tuple[str, dict]] = []
+
+    def follow() -> None:
+        with client.get(f"/v1/jobs/{job_id}/events", stream=True) as response:
+            assert response.headers["Content-Type"].startswith("text/event-stream")
+            name = None
+            for line in response.iter_lines(decode_unicode=True):
+                if line.startswith("event: "):
+                    name = line[len("event: ") :]
+                elif line.startswith("data: ") and name:
+                    events.append((name, json.loads(line[len("data: ") :])))
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    return thread, events
+
+
+def test_an_esmfold_job_runs_end_to_end(alice, charlie, start_worker, s3_storage, tiny_esmfold):
+    start_worker(queues="esmfold", PHONOS_ESMFOLD_WEIGHTS=str(tiny_esmfold), **s3_storage)
+    job_id = alice.post("/v1/predict", {**ESMFOLD_JOB, "sequence": SEQUENCE}).json()["job_id"]
+    follower, events = collect_events(alice, job_id)
+
+    job = wait_for_status(alice, job_id, {"completed", "failed"})
+    assert job["status"] == "completed", job
+    follower.join(timeout=10)
+    names = [name for name, _ in events]
+    stages = [data["stage"] for name, data in events if name == "stage"]
+    assert names[-1] == "completed"
+    assert "inference" in stages and "writing_outputs" in stages
+    assert stages.index("inference") < stages.index("writing_outputs")
+
+    download = alice.get(job["download_url"])
+    assert download.status_code == 200
+    structure = gemmi.read_pdb_string(download.text)
+    residues = [residue for residue in structure[0]["A"]]
+    assert len(residues) == len(SEQUENCE)
+    assert gemmi.one_letter_code([residue.name for residue in residues]).upper() == SEQUENCE
+
+    confidence = alice.get(f"/v1/jobs/{job_id}/results/confidence").json()
+    assert len(confidence["plddt"]) == len(SEQUENCE)
+    assert len(confidence["pae"]) == len(SEQUENCE) == len(confidence["pae"][0])
+    ca_bfactors = [residue["CA"][0].b_iso for residue in residues]
+    assert ca_bfactors == pytest.approx(confidence["plddt"], abs=0.01)
+
+    results = alice.get(f"/v1/jobs/{job_id}/results").json()
+    assert results["untrained"] is True
+    assert results["summary"]["mean_plddt"] == pytest.approx(
+        sum(confidence["plddt"]) / len(SEQUENCE), abs=0.01
+    )
+    assert 0.0 <= results["summary"]["ptm"] <= 1.0
+    assert set(results["files"]) == {"confidence.json", f"{job_id}.pdb"}
+
+    archive = zipfile.ZipFile(io.BytesIO(alice.get(f"/v1/jobs/{job_id}/results/archive").content))
+    assert set(archive.namelist()) == {f"{job_id}/confidence.json", f"{job_id}/{job_id}.pdb"}
+    assert archive.read(f"{job_id}/{job_id}.pdb") == download.content
+
+    cif = alice.get(f"/v1/jobs/{job_id}/results/structure", params={"format": "cif"})
+    assert cif.headers["Content-Type"] == "chemical/x-mmcif"
+    from_cif = gemmi.make_structure_from_block(gemmi.cif.read_string(cif.text).sole_block())
+    assert from_cif[0].count_atom_sites() == structure[0].count_atom_sites()
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_storage["PHONOS_S3_ENDPOINT_URL"],
+        aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY,
+        region_name="us-east-1",
+    )
+    stored = s3.list_objects_v2(Bucket=s3_storage["PHONOS_S3_BUCKET"])["Contents"]
+    assert {item["Key"].rsplit("/", 1)[1] for item in stored} == {
+        "confidence.json",
+        f"{job_id}.pdb",
+    }
+    for path in ("/download", "/results", "/results/confidence", "/results/archive", "/events"):
+        assert charlie.get(f"/v1/jobs/{job_id}{path}").status_code == 404
+    assert alice.balance() == 990
+
+
+def test_results_before_completion_answer_400(alice):
+    job_id = alice.post("/v1/predict", ESMFOLD_JOB).json()["job_id"]
+    for path in ("/results", "/results/confidence", "/results/archive", "/results/structure"):
+        response = alice.get(f"/v1/jobs/{job_id}{path}")
+        assert response.status_code == 400, path
+        assert "pending" in response.json()["message"]
+
+
+def test_missing_weights_fail_the_job_with_the_setting_to_fix_and_refund(
+    alice, start_worker, s3_storage, tmp_path
+):
+    start_worker(queues="esmfold", PHONOS_ESMFOLD_WEIGHTS=str(tmp_path / "none"), **s3_storage)
+    job_id = alice.post("/v1/predict", ESMFOLD_JOB).json()["job_id"]
+    job = wait_for_status(alice, job_id, {"completed", "failed"})
+    assert job["status"] == "failed"
+    assert "PHONOS_ESMFOLD_WEIGHTS" in job["error"]
+    assert job["credits_refunded"] == 10
+    assert alice.balance() == 1000
+
+
+def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(
+    alice, start_worker, s3_storage, tiny_esmfold
+):
+    timing = {"PHONOS_HEARTBEAT_SECONDS": "1", "PHONOS_STALE_AFTER_SECONDS": "3"}
+    env = {"PHONOS_ESMFOLD_WEIGHTS": str(tiny_esmfold), **s3_storage, **timing}
+    doomed = start_worker(queues="esmfold", **env)
+    long_job = {"model": "esmfold", "sequence": SEQUENCE * 6, "params": {"num_recycles": 24}}
+    job_id = alice.post("/v1/predict", long_job).json()["job_id"]
+    deadline = time.monotonic() + 60
+    while Job.objects.get(id=job_id).stage != "inference":
+        assert time.monotonic() < deadline, "the job never reached inference"
+        time.sleep(0.05)
+    doomed.kill_hard()
+    assert Job.objects.get(id=job_id).status == "running"
+
+    start_worker(queues="esmfold,light", **env)
+    time.sleep(3.5)  # let the dead worker's heartbeat go stale
+    from workers.tasks import sweep_jobs
+
+    sweep_jobs.apply_async(queue="light")
+    job = wait_for_status(alice, job_id, {"completed", "failed"}, timeout=180)
+    assert job["status"] == "completed", job
+    assert Job.objects.get(id=job_id).attempts == 2
+    assert LedgerEntry.objects.filter(job_id=job_id).count() == 1  # one debit, no refund
+    assert alice.balance() == 990
+    assert (
+        requests.get(
+            f"{alice.base_url}{job['download_url']}",
+            headers={"Authorization": f"Bearer {alice.key}"},
+        ).status_code
+        == 200
+    )
