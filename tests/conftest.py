@@ -147,27 +147,33 @@ def start_worker(tmp_path: Path, transactional_db) -> Iterator[Callable[..., Wor
     """Start `celery -A phonos worker` on the given queues; waits until it is ready."""
     started: list[WorkerProcess] = []
 
-    def start(queues: str = "light", concurrency: int = 1, **env: str) -> WorkerProcess:
+    def start(
+        queues: str = "light", concurrency: int = 1, beat: bool = False, **env: str
+    ) -> WorkerProcess:
+        """`beat=True` also runs the periodic scheduler (the job sweeper) in the worker."""
         log_path = tmp_path / f"worker-{len(started)}.log"
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "phonos",
+            "worker",
+            "-Q",
+            queues,
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            "INFO",
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"test{len(started)}-{os.getpid()}@%h",
+        ]
+        if beat:
+            command += ["--beat", "--schedule", str(tmp_path / f"beat-{len(started)}")]
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "phonos",
-                "worker",
-                "-Q",
-                queues,
-                "--concurrency",
-                str(concurrency),
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"test{len(started)}-{os.getpid()}@%h",
-            ],
+            command,
             env=worker_environment(**env),
             stdout=log_path.open("w"),
             stderr=subprocess.STDOUT,

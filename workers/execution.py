@@ -8,10 +8,12 @@ writes the same storage keys, and is charged nothing more (the debit happened at
 import logging
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
 from django.conf import settings
 
+from apps.jobs.catalog import MODELS
 from apps.jobs.models import Job
 from apps.jobs.services import (
     job_complete,
@@ -22,7 +24,7 @@ from apps.jobs.services import (
     job_start,
 )
 from apps.jobs.storage import get_storage
-from workers.runners import JobInputs, Runner, RunnerError, get_runner
+from workers.runners import MODEL_IDS, JobInputs, Runner, RunnerError, get_runner
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +44,12 @@ def runner_options(model_id: str) -> dict:
             "local_files_only": not settings.PHONOS_MODEL_DOWNLOADS,
         }
     return {}
+
+
+def models_for_queues(queues: Iterable[str]) -> list[str]:
+    """The models this worker serves, from the queues it consumes."""
+    consumed = set(queues)
+    return [spec.id for spec in MODELS.values() if spec.queue in consumed and spec.id in MODEL_IDS]
 
 
 def resident_runner(model_id: str) -> Runner:

@@ -239,3 +239,35 @@ def test_the_global_queue_capacity_answers_429(alice, settings):
     body = assert_error(alice.post("/v1/predict", json=ESMFOLD_JOB), 429)
     assert "capacity" in body["message"]
     assert alice.balance() == 990
+
+
+def test_cancels_racing_completions_never_lose_an_update(alice):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    job_ids = [alice.post("/v1/predict", ESMFOLD_JOB).json()["job_id"] for _ in range(12)]
+    for job_id in job_ids:
+        job_start(job_id=job_id)
+
+    def complete(job_id: str) -> bool:
+        try:
+            return job_complete(job_id=job_id, output_file="x.pdb", summary={}, metadata={})
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        cancels = [pool.submit(alice.post, f"/v1/jobs/{job_id}/cancel") for job_id in job_ids]
+        completes = [pool.submit(complete, job_id) for job_id in job_ids]
+    for job_id, cancel, completed in zip(job_ids, cancels, completes, strict=True):
+        job = Job.objects.get(id=job_id)
+        refunds = LedgerEntry.objects.filter(job_id=job_id, kind="refund").count()
+        if completed.result():
+            assert job.status == "completed" and refunds == 0
+            assert cancel.result().status_code in {400, 409}
+            assert cancel.result().json()["error"] in {"Bad Request", "Conflict"}
+        else:
+            assert job.status == "cancelled" and refunds == 1
+            assert cancel.result().status_code == 200
+    statuses = Job.objects.filter(id__in=job_ids).values_list("status", flat=True)
+    assert alice.balance() == 1000 - 10 * sum(status == "completed" for status in statuses)

@@ -162,3 +162,61 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(
         ).status_code
         == 200
     )
+
+
+def test_cancelling_a_running_job_stops_it_and_the_worker_carries_on(
+    alice, start_worker, s3_storage, tiny_esmfold
+):
+    worker = start_worker(queues="esmfold", PHONOS_ESMFOLD_WEIGHTS=str(tiny_esmfold), **s3_storage)
+    long_job = {"model": "esmfold", "sequence": SEQUENCE * 6, "params": {"num_recycles": 24}}
+    job_id = alice.post("/v1/predict", long_job).json()["job_id"]
+    deadline = time.monotonic() + 60
+    while Job.objects.get(id=job_id).stage != "inference":
+        assert time.monotonic() < deadline, "the job never reached inference"
+        time.sleep(0.05)
+    cancelled = alice.post(f"/v1/jobs/{job_id}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["credits_refunded"] == 10
+
+    next_id = alice.post("/v1/predict", ESMFOLD_JOB).json()["job_id"]
+    assert wait_for_status(alice, next_id, {"completed", "failed"})["status"] == "completed"
+    assert alice.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
+    assert f"run_job[{job_id}]" in worker.log()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_storage["PHONOS_S3_ENDPOINT_URL"],
+        aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY,
+        region_name="us-east-1",
+    )
+    keys = [
+        item["Key"]
+        for item in s3.list_objects_v2(Bucket=s3_storage["PHONOS_S3_BUCKET"]).get("Contents", [])
+    ]
+    assert not any(job_id in key for key in keys)
+    assert alice.balance() == 990
+
+
+def test_redirect_downloads_use_short_lived_presigned_urls(
+    alice, charlie, s3_storage, settings, tmp_path
+):
+    from apps.jobs.services import job_complete, job_output_prefix, job_start
+    from apps.jobs.storage import get_storage
+
+    settings.PHONOS_DOWNLOAD_MODE = "redirect"
+    job_id = alice.post("/v1/predict", ESMFOLD_JOB).json()["job_id"]
+    job = job_start(job_id=job_id)
+    pdb = tmp_path / "out.pdb"
+    pdb.write_text(
+        "ATOM      1  CA  MET A   1       0.000   0.000   0.000  1.00 90.00           C\n"
+    )
+    get_storage().put_file(f"{job_output_prefix(job=job)}{job_id}.pdb", pdb, "chemical/x-pdb")
+    job_complete(job_id=job_id, output_file=f"{job_id}.pdb", summary={}, metadata={})
+
+    redirect = alice.get(f"/v1/jobs/{job_id}/download", allow_redirects=False)
+    assert redirect.status_code == 302
+    url = redirect.headers["Location"]
+    assert url.startswith(s3_storage["PHONOS_S3_ENDPOINT_URL"]) and "X-Amz-Signature" in url
+    assert requests.get(url, timeout=10).content == pdb.read_bytes()
+    tampered = url.replace(f"{job_id}.pdb", "confidence.json")
+    assert requests.get(tampered, timeout=10).status_code == 403
+    assert charlie.get(f"/v1/jobs/{job_id}/download", allow_redirects=False).status_code == 404
