@@ -4,6 +4,7 @@ Each helper refuses a malformed value with a message naming the variable, so a t
 deployment fails at start-up instead of at the first request.
 """
 
+import math
 import os
 from urllib.parse import unquote, urlparse
 
@@ -46,6 +47,27 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_float_list(name: str, default: list[float], *, minimum: float | None = None) -> list[float]:
+    """A comma-separated list of numbers, e.g. `5,300,1800`; empty items are refused."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    values = []
+    for item in raw.split(","):
+        try:
+            value = float(item.strip())
+            if not math.isfinite(value):
+                raise ValueError(item)
+        except ValueError:
+            raise ImproperlyConfiguredEnv(
+                f"{name} must be comma-separated numbers, got {raw!r}"
+            ) from None
+        if minimum is not None and value < minimum:
+            raise ImproperlyConfiguredEnv(f"{name} items must be >= {minimum}, got {value}")
+        values.append(value)
+    return values
 
 
 def database_from_url(url: str) -> dict:

@@ -51,6 +51,7 @@ v1 = [
         JobStructureApi.as_view(),
         name="job-results-structure",
     ),
+    path("", include("apps.webhooks.urls")),
     path(
         "openapi.json",
         SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),

@@ -12,3 +12,6 @@ os.environ.setdefault(
 from phonos.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# The live server first tries every path under MEDIA_URL as a file in MEDIA_ROOT; with Django's
+# empty default that is every path, and a very long one fails in os.stat before reaching the API.
+MEDIA_URL = "/media/"

@@ -21,6 +21,7 @@ from apps.common.exceptions import ApplicationError, Conflict, InvalidInput, Too
 from apps.jobs.catalog import MODELS, CleanedSubmission, submission_clean
 from apps.jobs.models import Job, JobEvent
 from apps.jobs.selectors import active_job_count, job_get, queued_job_count
+from apps.webhooks.services import webhook_event_emit
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ def job_cancel(*, account: Account, job_id: uuid.UUID | str) -> Job:
     job.refresh_from_db()
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     _refund(job, reason="Job cancelled")
+    webhook_event_emit(job=job, event="job.cancelled")
     transaction.on_commit(lambda: job_stop_task(job_id=job.id))
     return job
 
@@ -171,8 +173,12 @@ def job_start(*, job_id: uuid.UUID | str) -> Job | None:
     )
     if changed != 1:
         return None
+    # A re-run after a worker died is not news to the customer: only pending → running is.
+    was_pending = job.status == Job.Status.PENDING
     job.refresh_from_db()
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
+    if was_pending:
+        webhook_event_emit(job=job, event="job.started")
     return job
 
 
@@ -262,6 +268,7 @@ def job_complete(
     if changed != 1:
         return False
     job_event_record(job_id=job_id, status=Job.Status.COMPLETED, stage="done", progress=1.0)
+    webhook_event_emit(job=Job.objects.get(id=job_id), event="job.completed")
     return True
 
 
@@ -282,6 +289,7 @@ def job_fail(*, job_id: uuid.UUID | str, error: str) -> bool:
         return False
     job_event_record(job_id=job.id, status=Job.Status.FAILED, stage="done")
     _refund(job, reason="Job failed")
+    webhook_event_emit(job=Job.objects.get(id=job.id), event="job.failed")
     return True
 
 

@@ -19,6 +19,8 @@ from tests.conftest import ESMFOLD_JOB, S3_ACCESS_KEY, S3_SECRET_KEY
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 SEQUENCE = "MKTVRQERLKSIVRILERSKEPVSGAQLAEELSVSRQVIVQDIAYLRSLGYNIVATPRGYVLAGG"
+# Long enough (about 4 s on an idle 2-core machine) to be caught mid-inference.
+LONG_JOB = {"model": "esmfold", "sequence": SEQUENCE * 3, "params": {"num_recycles": 16}}
 
 
 def wait_for_status(client, job_id: str, statuses: set[str], timeout: float = 120) -> dict:
@@ -136,8 +138,7 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(
     timing = {"PHONOS_HEARTBEAT_SECONDS": "1", "PHONOS_STALE_AFTER_SECONDS": "3"}
     env = {"PHONOS_ESMFOLD_WEIGHTS": str(tiny_esmfold), **s3_storage, **timing}
     doomed = start_worker(queues="esmfold", **env)
-    long_job = {"model": "esmfold", "sequence": SEQUENCE * 6, "params": {"num_recycles": 24}}
-    job_id = alice.post("/v1/predict", long_job).json()["job_id"]
+    job_id = alice.post("/v1/predict", LONG_JOB).json()["job_id"]
     deadline = time.monotonic() + 60
     while Job.objects.get(id=job_id).stage != "inference":
         assert time.monotonic() < deadline, "the job never reached inference"
@@ -168,8 +169,7 @@ def test_cancelling_a_running_job_stops_it_and_the_worker_carries_on(
     alice, start_worker, s3_storage, tiny_esmfold
 ):
     worker = start_worker(queues="esmfold", PHONOS_ESMFOLD_WEIGHTS=str(tiny_esmfold), **s3_storage)
-    long_job = {"model": "esmfold", "sequence": SEQUENCE * 6, "params": {"num_recycles": 24}}
-    job_id = alice.post("/v1/predict", long_job).json()["job_id"]
+    job_id = alice.post("/v1/predict", LONG_JOB).json()["job_id"]
     deadline = time.monotonic() + 60
     while Job.objects.get(id=job_id).stage != "inference":
         assert time.monotonic() < deadline, "the job never reached inference"

@@ -1,0 +1,498 @@
+"""Webhook writes: endpoints, the event outbox, and delivery attempts.
+
+An event is a WebhookDelivery row written in the transaction of the change it announces, and
+published to the `light` queue when that transaction commits. The sweeper publishes again any
+delivery that is due and unclaimed, so a crash between commit and publish loses nothing. An
+attempt claims its delivery by compare-and-set, so a delivery published twice is still sent
+once per due time. See docs/webhooks.md.
+"""
+
+import json
+import logging
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography.fernet import InvalidToken
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from apps.accounts.models import Account
+from apps.common.exceptions import Conflict, InvalidInput
+from apps.common.queues import Queue
+from apps.jobs.models import Job
+from apps.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
+from apps.webhooks.outbound import DestinationRefused, OutboundError, destination_vet, outbound_post
+from apps.webhooks.selectors import webhook_delivery_get, webhook_get
+from apps.webhooks.signing import (
+    secret_decrypt,
+    secret_encrypt,
+    secret_generate,
+    secret_hint,
+    signature_headers,
+)
+
+logger = logging.getLogger(__name__)
+
+DELIVERY_TASK = "apps.webhooks.tasks.webhook_delivery_attempt"
+# Retries further off than this are left to the sweeper, not held as ETA tasks in worker memory
+# (which Redis would also hand out again after its visibility timeout).
+MAX_ETA = timedelta(minutes=10)
+# The sweeper leaves a delivery this long past due to the task already published for it, and
+# publishes any one delivery again at most this often.
+SWEEP_GRACE = timedelta(seconds=60)
+SWEEP_REPUBLISH_AFTER = timedelta(minutes=5)
+SWEEP_BATCH = 500
+RETRY_JITTER = 0.2
+ROTATION_GRACE_MAX_HOURS = 72
+TEST_JOB_ID = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass(frozen=True)
+class WebhookWithSecret:
+    """A webhook with its secret in clear: the one time the secret is shown."""
+
+    webhook: Webhook
+    secret: str
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    succeeded: bool
+    status_code: int | None = None
+    latency_ms: int | None = None
+    error: str = ""
+    response_body: str = ""
+
+
+# --- Endpoints -----------------------------------------------------------------------------------
+
+
+def _events_clean(events: object) -> list[str]:
+    if events is None:
+        return list(Webhook.DEFAULT_EVENTS)
+    known = list(Webhook.Event.values)
+    if not isinstance(events, list) or not events:
+        raise InvalidInput(f"events must be a non-empty list of: {', '.join(known)}")
+    unknown = [event for event in events if event not in known]
+    if unknown:
+        raise InvalidInput(f"events: unknown event {unknown[0]!r}; choose from {', '.join(known)}")
+    return list(dict.fromkeys(events))
+
+
+def webhook_url_check(*, url: str) -> None:
+    """Refuse, with 400, a URL that is plainly bad now; deliveries check again every time."""
+    try:
+        destination_vet(url=url)
+    except OutboundError as error:
+        raise InvalidInput(f"url: {error}") from None
+
+
+def webhook_create(
+    *, account: Account, url: str, events: list[str] | None = None
+) -> WebhookWithSecret:
+    events = _events_clean(events)
+    url = url.strip()
+    # Resolving may take a while: done before the transaction, not while the account is locked.
+    webhook_url_check(url=url)
+    secret = secret_generate()
+    with transaction.atomic():
+        # Locking the account makes the count exact under concurrent creations.
+        Account.objects.select_for_update().filter(id=account.id).first()
+        limit = settings.PHONOS_WEBHOOKS_PER_ACCOUNT
+        if Webhook.objects.filter(account=account).count() >= limit:
+            raise InvalidInput(
+                f"This account already has {limit} webhooks, the most it may have; "
+                "delete one before creating another",
+                error="Too many webhooks",
+            )
+        webhook = Webhook.objects.create(
+            account=account,
+            url=url,
+            events=events,
+            secret_encrypted=secret_encrypt(secret=secret),
+            secret_hint=secret_hint(secret=secret),
+        )
+    return WebhookWithSecret(webhook=webhook, secret=secret)
+
+
+@transaction.atomic
+def webhook_delete(*, account: Account, webhook_id: uuid.UUID | str) -> Webhook:
+    webhook = webhook_get(account=account, webhook_id=webhook_id)
+    # Lock the webhook before its deliveries, in the order attempts lock them.
+    Webhook.objects.select_for_update().filter(id=webhook.id).first()
+    Webhook.objects.filter(id=webhook.id).delete()
+    return webhook
+
+
+@transaction.atomic
+def webhook_secret_rotate(
+    *, account: Account, webhook_id: uuid.UUID | str, previous_valid_hours: int = 24
+) -> WebhookWithSecret:
+    """A new secret signs from now on; the old one signs too for `previous_valid_hours`
+    (0 retires it at once, e.g. when it leaked)."""
+    if not 0 <= previous_valid_hours <= ROTATION_GRACE_MAX_HOURS:
+        raise InvalidInput(
+            f"previous_secret_valid_hours must be between 0 and {ROTATION_GRACE_MAX_HOURS}"
+        )
+    webhook = webhook_get(account=account, webhook_id=webhook_id)
+    webhook = Webhook.objects.select_for_update().get(id=webhook.id)
+    secret = secret_generate()
+    keep_previous = previous_valid_hours > 0
+    webhook.previous_secret_encrypted = webhook.secret_encrypted if keep_previous else ""
+    webhook.previous_secret_expires_at = (
+        timezone.now() + timedelta(hours=previous_valid_hours) if keep_previous else None
+    )
+    webhook.secret_encrypted = secret_encrypt(secret=secret)
+    webhook.secret_hint = secret_hint(secret=secret)
+    webhook.save(
+        update_fields=[
+            "previous_secret_encrypted",
+            "previous_secret_expires_at",
+            "secret_encrypted",
+            "secret_hint",
+            "updated_at",
+        ]
+    )
+    return WebhookWithSecret(webhook=webhook, secret=secret)
+
+
+# --- Events (the outbox) -------------------------------------------------------------------------
+
+
+def _payload_render(*, event: str, data: dict[str, Any]) -> str:
+    timestamp = timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    return json.dumps({"event": event, "timestamp": timestamp, "data": data}, separators=(",", ":"))
+
+
+def _job_data(job: Job) -> dict[str, Any]:
+    completed = job.status == Job.Status.COMPLETED and bool(job.output_file)
+    return {
+        "job_id": str(job.id),
+        "status": str(job.status),
+        "model": job.model,
+        "download_url": job.download_path if completed else None,
+    }
+
+
+def _deliveries_create(*, webhooks: list[Webhook], event: str, payload: str) -> list[uuid.UUID]:
+    """Write the outbox rows and publish them once the surrounding transaction commits."""
+    now = timezone.now()
+    deliveries = WebhookDelivery.objects.bulk_create(
+        [
+            WebhookDelivery(
+                webhook=webhook,
+                event=event,
+                payload=payload,
+                max_attempts=len(settings.PHONOS_WEBHOOK_RETRY_SCHEDULE) + 1,
+                next_attempt_at=now,
+            )
+            for webhook in webhooks
+        ]
+    )
+    delivery_ids = [delivery.id for delivery in deliveries]
+
+    def publish() -> None:
+        for delivery_id in delivery_ids:
+            webhook_delivery_enqueue(delivery_id=delivery_id)
+
+    transaction.on_commit(publish)
+    return delivery_ids
+
+
+def webhook_event_emit(*, job: Job, event: str) -> None:
+    """Announce a job's state change to every enabled webhook of its account subscribed to
+    `event`. Call it inside the transaction of the change: the deliveries commit or roll back
+    with it."""
+    if event not in Webhook.Event.values:
+        raise ValueError(f"Unknown webhook event {event!r}")
+    webhooks = [
+        webhook
+        for webhook in Webhook.objects.filter(account_id=job.account_id, disabled_at__isnull=True)
+        if event in webhook.events
+    ]
+    if webhooks:
+        payload = _payload_render(event=event, data=_job_data(job))
+        _deliveries_create(webhooks=webhooks, event=event, payload=payload)
+
+
+@transaction.atomic
+def webhook_test_send(*, account: Account, webhook_id: uuid.UUID | str) -> WebhookDelivery:
+    """A `webhook.test` event with sample job data, sent even to a disabled webhook: a success
+    enables it again."""
+    webhook = webhook_get(account=account, webhook_id=webhook_id)
+    payload = _payload_render(
+        event=Webhook.TEST_EVENT,
+        data={
+            "job_id": TEST_JOB_ID,
+            "status": str(Job.Status.COMPLETED),
+            "model": "esmfold",
+            "download_url": f"/v1/jobs/{TEST_JOB_ID}/download",
+        },
+    )
+    [delivery_id] = _deliveries_create(
+        webhooks=[webhook], event=Webhook.TEST_EVENT, payload=payload
+    )
+    return WebhookDelivery.objects.get(id=delivery_id)
+
+
+@transaction.atomic
+def webhook_delivery_retry(
+    *, account: Account, webhook_id: uuid.UUID | str, delivery_id: uuid.UUID | str
+) -> WebhookDelivery:
+    """Attempt a delivery now. A pending one is brought forward and keeps its schedule; a
+    finished one (succeeded or failed) gets exactly one more attempt. Same `webhook-id`."""
+    webhook = webhook_get(account=account, webhook_id=webhook_id)
+    delivery = webhook_delivery_get(webhook=webhook, delivery_id=delivery_id)
+    now = timezone.now()
+    if delivery.locked_until is not None and delivery.locked_until > now:
+        raise Conflict(f"Delivery {delivery.id} is being attempted right now; retry it later")
+    changes: dict[str, Any] = {"next_attempt_at": now, "updated_at": now}
+    if delivery.status != WebhookDelivery.Status.PENDING:
+        changes |= {
+            "status": WebhookDelivery.Status.PENDING,
+            "max_attempts": delivery.attempt_count + 1,
+            "finished_at": None,
+        }
+    changed = (
+        WebhookDelivery.objects.filter(
+            id=delivery.id, status=delivery.status, attempt_count=delivery.attempt_count
+        )
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lte=now))
+        .update(**changes)
+    )
+    if changed != 1:
+        raise Conflict(f"Delivery {delivery.id} changed while it was being retried; try again")
+    transaction.on_commit(lambda: webhook_delivery_enqueue(delivery_id=delivery.id))
+    delivery.refresh_from_db()
+    return delivery
+
+
+def webhook_delivery_enqueue(*, delivery_id: uuid.UUID, eta: datetime | None = None) -> bool:
+    """Publish a delivery's task. A broker that is down is logged, not raised: the sweeper
+    publishes due deliveries again."""
+    from phonos.celery import app as celery_app
+
+    try:
+        celery_app.send_task(
+            DELIVERY_TASK,
+            args=[str(delivery_id)],
+            queue=Queue.LIGHT,
+            eta=eta,
+            retry=True,
+            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
+        )
+    except Exception:
+        logger.warning(
+            "Could not enqueue webhook delivery %s; the sweeper will", delivery_id, exc_info=True
+        )
+        return False
+    return True
+
+
+# --- Attempts ------------------------------------------------------------------------------------
+
+
+def _claim_lease() -> timedelta:
+    # Longer than an attempt can take (resolve, connect, send, read), so a live claim never lapses.
+    return timedelta(seconds=3 * settings.PHONOS_WEBHOOK_TIMEOUT_SECONDS + 30)
+
+
+def _retry_delay(*, attempts_made: int) -> timedelta:
+    schedule = settings.PHONOS_WEBHOOK_RETRY_SCHEDULE
+    base = schedule[min(attempts_made, len(schedule)) - 1]
+    return timedelta(seconds=base * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
+
+
+def _signing_secrets(*, webhook: Webhook, now: datetime) -> list[str]:
+    tokens = [webhook.secret_encrypted]
+    expires = webhook.previous_secret_expires_at
+    if webhook.previous_secret_encrypted and expires is not None and expires > now:
+        tokens.append(webhook.previous_secret_encrypted)
+    return [secret_decrypt(token=token) for token in tokens]
+
+
+def _send(*, delivery: WebhookDelivery) -> AttemptOutcome:
+    webhook = delivery.webhook
+    try:
+        signing_secrets = _signing_secrets(webhook=webhook, now=timezone.now())
+    except InvalidToken:
+        logger.error(
+            "Webhook %s: secret does not decrypt with PHONOS_WEBHOOK_SECRET_KEY", webhook.id
+        )
+        return AttemptOutcome(succeeded=False, error="Phonos could not sign the request")
+    headers = signature_headers(
+        signing_secrets=signing_secrets,
+        message_id=str(delivery.id),
+        timestamp=int(time.time()),
+        body=delivery.payload,
+    )
+    headers["Content-Type"] = "application/json"
+    try:
+        response = outbound_post(
+            url=webhook.url,
+            body=delivery.payload.encode(),
+            headers=headers,
+            timeout=settings.PHONOS_WEBHOOK_TIMEOUT_SECONDS,
+        )
+    except DestinationRefused as error:
+        return AttemptOutcome(succeeded=False, error=f"Refused, nothing was sent: {error}")
+    except OutboundError as error:
+        return AttemptOutcome(succeeded=False, error=str(error))
+    code = response.status_code
+    succeeded = 200 <= code < 300
+    if succeeded:
+        error = ""
+    elif 300 <= code < 400:
+        error = f"HTTP {code}: redirects are not followed"
+    else:
+        error = f"HTTP {code}"
+    return AttemptOutcome(
+        succeeded=succeeded,
+        status_code=code,
+        latency_ms=response.latency_ms,
+        error=error,
+        response_body=response.body.decode("utf-8", "replace").replace("\x00", ""),
+    )
+
+
+def _webhook_health_record(*, webhook_id: uuid.UUID, succeeded: bool, now: datetime) -> bool:
+    """Track how long an endpoint has been failing; disable it past the limit. True if the
+    webhook is disabled now."""
+    webhooks = Webhook.objects.filter(id=webhook_id)
+    if succeeded:
+        webhooks.filter(Q(failing_since__isnull=False) | Q(disabled_at__isnull=False)).update(
+            failing_since=None, disabled_at=None, disabled_reason="", updated_at=now
+        )
+        return False
+    webhooks.filter(failing_since__isnull=True).update(failing_since=now, updated_at=now)
+    hours = settings.PHONOS_WEBHOOK_DISABLE_AFTER_HOURS
+    disabled = webhooks.filter(
+        disabled_at__isnull=True, failing_since__lte=now - timedelta(hours=hours)
+    ).update(
+        disabled_at=now,
+        disabled_reason=f"Every delivery failed for more than {hours} hours",
+        updated_at=now,
+    )
+    if disabled:
+        logger.info("Webhook %s disabled after failing for %s hours", webhook_id, hours)
+        WebhookDelivery.objects.filter(
+            webhook_id=webhook_id, status=WebhookDelivery.Status.PENDING
+        ).filter(Q(locked_until__isnull=True) | Q(locked_until__lte=now)).update(
+            status=WebhookDelivery.Status.FAILED,
+            next_attempt_at=None,
+            finished_at=now,
+            updated_at=now,
+        )
+    return webhooks.filter(disabled_at__isnull=False).exists()
+
+
+@transaction.atomic
+def _attempt_record(
+    *,
+    delivery: WebhookDelivery,
+    lease: datetime,
+    attempted_at: datetime,
+    outcome: AttemptOutcome,
+) -> None:
+    # Webhook before delivery: the lock order webhook_delete uses too.
+    webhook = Webhook.objects.select_for_update(no_key=True).filter(id=delivery.webhook_id).first()
+    current = WebhookDelivery.objects.select_for_update(no_key=True).filter(id=delivery.id).first()
+    if webhook is None or current is None:
+        return  # deleted while the request was in flight
+    now = timezone.now()
+    disabled = _webhook_health_record(webhook_id=webhook.id, succeeded=outcome.succeeded, now=now)
+    next_retry_at = None
+    # A claim that outlived its lease has been taken over: its attempt is logged, not acted on.
+    if current.locked_until == lease and current.status == WebhookDelivery.Status.PENDING:
+        if outcome.succeeded:
+            current.status = WebhookDelivery.Status.SUCCEEDED
+        elif current.attempt_count < current.max_attempts and not disabled:
+            next_retry_at = now + _retry_delay(attempts_made=current.attempt_count)
+        else:
+            current.status = WebhookDelivery.Status.FAILED
+        current.next_attempt_at = next_retry_at
+        current.finished_at = now if next_retry_at is None else None
+        current.locked_until = None
+        current.save(
+            update_fields=["status", "next_attempt_at", "finished_at", "locked_until", "updated_at"]
+        )
+    WebhookAttempt.objects.create(
+        delivery=current,
+        number=delivery.attempt_count,
+        attempted_at=attempted_at,
+        succeeded=outcome.succeeded,
+        status_code=outcome.status_code,
+        latency_ms=outcome.latency_ms,
+        error=outcome.error[:500],
+        response_body=outcome.response_body,
+        next_retry_at=next_retry_at,
+    )
+    if next_retry_at is not None and next_retry_at - now <= MAX_ETA:
+        transaction.on_commit(
+            lambda: webhook_delivery_enqueue(delivery_id=current.id, eta=next_retry_at)
+        )
+
+
+def webhook_delivery_attempt(*, delivery_id: uuid.UUID | str) -> None:
+    """Make the delivery's due attempt, if it is due and nobody else is making it: safe to run
+    any number of times."""
+    now = timezone.now()
+    lease = now + _claim_lease()
+    claimed = (
+        WebhookDelivery.objects.filter(
+            id=delivery_id, status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now
+        )
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lte=now))
+        .update(locked_until=lease, attempt_count=F("attempt_count") + 1, updated_at=now)
+    )
+    if claimed != 1:
+        return
+    delivery = WebhookDelivery.objects.select_related("webhook").filter(id=delivery_id).first()
+    if delivery is None:
+        return
+    outcome = _send(delivery=delivery)
+    _attempt_record(delivery=delivery, lease=lease, attempted_at=now, outcome=outcome)
+
+
+# --- Sweeping ------------------------------------------------------------------------------------
+
+
+def webhook_deliveries_sweep() -> int:
+    """Publish again the deliveries that are due and that no task has claimed: lost on a crash
+    between commit and publish, lost by the broker, or retries too far off for an ETA task."""
+    now = timezone.now()
+    due_ids = list(
+        WebhookDelivery.objects.filter(
+            status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now - SWEEP_GRACE
+        )
+        .filter(Q(locked_until__isnull=True) | Q(locked_until__lte=now))
+        .filter(Q(swept_at__isnull=True) | Q(swept_at__lte=now - SWEEP_REPUBLISH_AFTER))
+        .order_by("next_attempt_at")
+        .values_list("id", flat=True)[:SWEEP_BATCH]
+    )
+    if due_ids:
+        WebhookDelivery.objects.filter(id__in=due_ids).update(swept_at=now)
+        for delivery_id in due_ids:
+            webhook_delivery_enqueue(delivery_id=delivery_id)
+    return len(due_ids)
+
+
+def webhook_deliveries_prune() -> int:
+    """Delete finished deliveries past the retention period, a batch at a time."""
+    cutoff = timezone.now() - timedelta(days=settings.PHONOS_WEBHOOK_DELIVERY_RETENTION_DAYS)
+    old_ids = list(
+        WebhookDelivery.objects.filter(
+            status__in=[WebhookDelivery.Status.SUCCEEDED, WebhookDelivery.Status.FAILED],
+            finished_at__lt=cutoff,
+        ).values_list("id", flat=True)[:SWEEP_BATCH]
+    )
+    if not old_ids:
+        return 0
+    WebhookDelivery.objects.filter(id__in=old_ids).delete()
+    return len(old_ids)

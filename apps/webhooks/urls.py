@@ -1,0 +1,33 @@
+"""Included under /v1/ by phonos/urls.py."""
+
+from django.urls import path
+
+from apps.webhooks.apis import (
+    WebhookDeliveryListApi,
+    WebhookDeliveryRetryApi,
+    WebhookDetailApi,
+    WebhookListApi,
+    WebhookSecretRotateApi,
+    WebhookTestApi,
+)
+
+urlpatterns = [
+    path("webhooks", WebhookListApi.as_view(), name="webhook-list"),
+    path("webhooks/<str:webhook_id>", WebhookDetailApi.as_view(), name="webhook-detail"),
+    path("webhooks/<str:webhook_id>/test", WebhookTestApi.as_view(), name="webhook-test"),
+    path(
+        "webhooks/<str:webhook_id>/rotate-secret",
+        WebhookSecretRotateApi.as_view(),
+        name="webhook-rotate-secret",
+    ),
+    path(
+        "webhooks/<str:webhook_id>/deliveries",
+        WebhookDeliveryListApi.as_view(),
+        name="webhook-delivery-list",
+    ),
+    path(
+        "webhooks/<str:webhook_id>/deliveries/<str:delivery_id>/retry",
+        WebhookDeliveryRetryApi.as_view(),
+        name="webhook-delivery-retry",
+    ),
+]
