@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -8,6 +8,7 @@ from apps.jobs.selectors import job_counts
 
 
 class AccountApi(PhonosApiView):
+    @extend_schema_serializer(component_name="AccountOverview")
     class OutputSerializer(serializers.Serializer):
         class AccountSerializer(serializers.Serializer):
             id = serializers.IntegerField()
@@ -19,6 +20,7 @@ class AccountApi(PhonosApiView):
             balance = serializers.IntegerField()
             currency = serializers.CharField()
 
+        @extend_schema_serializer(component_name="JobCounts")
         class JobsSerializer(serializers.Serializer):
             total = serializers.IntegerField()
             completed = serializers.IntegerField()
@@ -26,6 +28,7 @@ class AccountApi(PhonosApiView):
             failed = serializers.IntegerField()
             cancelled = serializers.IntegerField()
 
+        @extend_schema_serializer(component_name="ApiKeyInfo")
         class KeySerializer(serializers.Serializer):
             prefix = serializers.CharField()
             name = serializers.CharField()
@@ -36,7 +39,11 @@ class AccountApi(PhonosApiView):
         jobs = JobsSerializer()
         api_key = KeySerializer()
 
-    @extend_schema(responses={200: OutputSerializer, **error_responses()})
+    @extend_schema(
+        operation_id="get_account",
+        description="Your account, credit balance, job counts and the key in use.",
+        responses={200: OutputSerializer, **error_responses()},
+    )
     def get(self, request: Request) -> Response:
         account = request.user
         account.refresh_from_db(fields=["credit_balance"])

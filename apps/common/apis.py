@@ -1,6 +1,8 @@
 from django.conf import settings
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -9,22 +11,54 @@ from rest_framework.views import APIView
 from apps.accounts.models import ApiKey
 from apps.accounts.ratelimit import rate_limit_hit
 from apps.common.exceptions import TooManyRequests
+from apps.common.parsers import StorableJSONParser
 
 
 class ErrorSerializer(serializers.Serializer):
-    error = serializers.CharField()
-    message = serializers.CharField()
+    error = serializers.CharField(help_text="A short title, such as `Bad Request`")
+    message = serializers.CharField(help_text="What went wrong, naming the offending field")
 
 
-ERRORS = {status: ErrorSerializer for status in (400, 401, 404, 405, 413, 429)}
+ERROR_DESCRIPTIONS = {
+    400: "Bad Request: invalid parameters",
+    401: "Unauthorized: missing, malformed or revoked API key",
+    402: "Insufficient credits for this job",
+    404: "Not Found: no such resource for this account",
+    409: "Conflict: the resource changed state meanwhile, or the Idempotency-Key was used "
+    "with another body",
+    413: "Payload Too Large: the request body is over the size limit",
+    415: "Unsupported Media Type: the request body must be application/json",
+    429: "Too Many Requests: the key's rate limit, the account's active-job cap or the "
+    "queue's capacity was reached; see Retry-After",
+}
 
 
-def error_responses(*statuses: int) -> dict[int, type[ErrorSerializer]]:
-    return {**ERRORS, **{status: ErrorSerializer for status in statuses}}
+def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
+    """The error envelope for 401 and 429, which every authenticated operation can answer,
+    and for the other `statuses` that this operation can answer."""
+    return {
+        status: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[status])
+        for status in sorted({401, 429, *statuses})
+    }
+
+
+class JsonFallbackNegotiation(DefaultContentNegotiation):
+    """An Accept header that names nothing a view renders gets its first renderer (JSON), not
+    a 406 that no operation documents: so `Accept: chemical/x-pdb` on a download still gets the
+    file (a plain Django response, no renderer involved), and any error the JSON envelope."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except NotAcceptable:
+            return renderers[0], renderers[0].media_type
 
 
 class PhonosApiView(APIView):
     """Every authenticated /v1 view: rate-limited per key, with RateLimit-* headers."""
+
+    parser_classes = [StorableJSONParser]
+    content_negotiation_class = JsonFallbackNegotiation
 
     def check_throttles(self, request: Request) -> None:
         api_key = request.auth
@@ -51,8 +85,11 @@ class PhonosApiView(APIView):
 class HealthApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    content_negotiation_class = JsonFallbackNegotiation
 
     @extend_schema(
+        operation_id="get_health",
+        description="Check API health and status. This endpoint does not require authentication.",
         auth=[],
         responses=inline_serializer(
             "Health",

@@ -1,7 +1,13 @@
 from django.conf import settings
 from django.http import FileResponse, HttpResponseRedirect
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -9,7 +15,7 @@ from rest_framework.response import Response
 from apps.common.apis import PhonosApiView, error_responses
 from apps.common.exceptions import ApplicationError, InvalidInput, NotFound
 from apps.jobs.catalog import MODELS, submission_clean
-from apps.jobs.idempotency import idempotent_call, request_fingerprint
+from apps.jobs.idempotency import MAX_KEY_LENGTH, idempotent_call, request_fingerprint
 from apps.jobs.models import Job
 from apps.jobs.selectors import job_get, job_list
 from apps.jobs.services import (
@@ -23,11 +29,26 @@ from apps.jobs.storage import get_storage
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
-    OpenApiTypes.STR,
+    {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
     OpenApiParameter.HEADER,
     required=False,
     description="Repeat a request safely: the same key and body within 24 h replays the "
     "first response; the same key with another body answers 409.",
+)
+
+ESMFOLD_EXAMPLE = {
+    "model": "esmfold",
+    "sequence": "MGSSHHHHHHSSGLVPRGSHMASMTGGQQMGRGS",
+    "name": "My Protein Structure",
+}
+PREDICT_EXAMPLES = [OpenApiExample("ESMFold", value=ESMFOLD_EXAMPLE, request_only=True)]
+
+JOB_ID = OpenApiParameter(
+    "job_id",
+    OpenApiTypes.UUID,
+    OpenApiParameter.PATH,
+    description="Job ID returned from /v1/predict",
+    examples=[OpenApiExample("A job", value="550e8400-e29b-41d4-a716-446655440000")],
 )
 
 
@@ -42,13 +63,18 @@ class PredictInputSerializer(serializers.Serializer):
     params = serializers.DictField(required=False, help_text="Model-specific parameters")
 
 
+# Said in words rather than as an enum: a second `status` enum (webhook deliveries have one)
+# would need ENUM_NAME_OVERRIDES for both to name them apart.
+JOB_STATUS_HELP = "One of: " + ", ".join(Job.Status.values)
+
+
 class JobSerializer(serializers.Serializer):
     """A job as `GET /v1/jobs/{id}` shows it; output fields appear once the job completed."""
 
     job_id = serializers.UUIDField(source="id")
     name = serializers.CharField()
     model = serializers.CharField()
-    status = serializers.CharField()
+    status = serializers.CharField(help_text=JOB_STATUS_HELP)
     stage = serializers.CharField()
     progress = serializers.FloatField(allow_null=True)
     credits_used = serializers.IntegerField(source="cost_credits")
@@ -77,7 +103,7 @@ class JobSerializer(serializers.Serializer):
 class JobListItemSerializer(serializers.Serializer):
     job_id = serializers.UUIDField(source="id")
     name = serializers.CharField()
-    status = serializers.CharField()
+    status = serializers.CharField(help_text=JOB_STATUS_HELP)
     model = serializers.CharField()
     created_at = serializers.DateTimeField()
     download_url = serializers.CharField(required=False)
@@ -92,6 +118,7 @@ class JobListItemSerializer(serializers.Serializer):
 
 
 class ModelsApi(PhonosApiView):
+    @extend_schema_serializer(component_name="ModelList")
     class OutputSerializer(serializers.Serializer):
         class ModelSerializer(serializers.Serializer):
             id = serializers.CharField()
@@ -104,7 +131,11 @@ class ModelsApi(PhonosApiView):
 
         models = ModelSerializer(many=True)
 
-    @extend_schema(responses={200: OutputSerializer, **error_responses()})
+    @extend_schema(
+        operation_id="list_models",
+        description="Retrieve the available models, with their costs and parameters.",
+        responses={200: OutputSerializer, **error_responses()},
+    )
     def get(self, request: Request) -> Response:
         models = []
         for spec in MODELS.values():
@@ -167,9 +198,13 @@ def _idempotent_response(request: Request, produce) -> Response:
 
 class PredictApi(PhonosApiView):
     @extend_schema(
+        operation_id="submit_prediction",
+        description="Submit a new prediction job to be processed asynchronously; its cost is "
+        "debited at once and refunded if it fails or is cancelled.",
         request=PredictInputSerializer,
+        examples=PREDICT_EXAMPLES,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={200: PredictOutputSerializer, **error_responses(402, 409)},
+        responses={200: PredictOutputSerializer, **error_responses(400, 402, 409, 413, 415)},
     )
     def post(self, request: Request) -> Response:
         submission = submission_clean(request.data)
@@ -183,6 +218,7 @@ class PredictApi(PhonosApiView):
 
 
 class ValidateApi(PhonosApiView):
+    @extend_schema_serializer(component_name="Validation")
     class OutputSerializer(serializers.Serializer):
         valid = serializers.BooleanField()
         errors = serializers.ListField(child=serializers.CharField())
@@ -193,7 +229,12 @@ class ValidateApi(PhonosApiView):
         sufficient_credits = serializers.BooleanField()
 
     @extend_schema(
-        request=PredictInputSerializer, responses={200: OutputSerializer, **error_responses()}
+        operation_id="validate_prediction",
+        description="Check a prediction request, and whether the account can afford it, "
+        "without submitting it. An invalid request is answered 200 with `valid: false`.",
+        request=PredictInputSerializer,
+        examples=PREDICT_EXAMPLES,
+        responses={200: OutputSerializer, **error_responses(400, 413, 415)},
     )
     def post(self, request: Request) -> Response:
         balance = request.user.credit_balance
@@ -201,13 +242,15 @@ class ValidateApi(PhonosApiView):
             submission = submission_clean(request.data)
         except InvalidInput as error:
             model = request.data.get("model") if isinstance(request.data, dict) else None
+            # Any JSON value may stand here, a list or an object too: look up strings only.
+            spec = MODELS.get(model) if isinstance(model, str) else None
             return Response(
                 {
                     "valid": False,
                     "errors": [error.message],
-                    "model": model if model in MODELS else None,
+                    "model": spec.id if spec else None,
                     "sequence_length": None,
-                    "credits_cost": MODELS[model].cost_credits if model in MODELS else None,
+                    "credits_cost": spec.cost_credits if spec else None,
                     "credits_balance": balance,
                     "sufficient_credits": False,
                 }
@@ -228,16 +271,20 @@ class ValidateApi(PhonosApiView):
 
 
 class BatchApi(PhonosApiView):
+    @extend_schema_serializer(component_name="Batch")
     class InputSerializer(serializers.Serializer):
         jobs = PredictInputSerializer(many=True)
 
+    @extend_schema_serializer(component_name="BatchResult")
     class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="BatchSummary")
         class SummarySerializer(serializers.Serializer):
             total = serializers.IntegerField()
             successful = serializers.IntegerField()
             failed = serializers.IntegerField()
             total_credits_used = serializers.IntegerField()
 
+        @extend_schema_serializer(component_name="BatchItemResult")
         class ItemSerializer(serializers.Serializer):
             index = serializers.IntegerField()
             success = serializers.BooleanField()
@@ -253,9 +300,19 @@ class BatchApi(PhonosApiView):
         results = ItemSerializer(many=True)
 
     @extend_schema(
+        operation_id="submit_batch",
+        description="Submit up to 10 prediction jobs at once. Each is checked and charged on its "
+        "own: the results say which were submitted and why the others were not.",
         request=InputSerializer,
+        examples=[
+            OpenApiExample(
+                "Two ESMFold jobs",
+                value={"jobs": [ESMFOLD_EXAMPLE, {**ESMFOLD_EXAMPLE, "name": "Protein 2"}]},
+                request_only=True,
+            )
+        ],
         parameters=[IDEMPOTENCY_HEADER],
-        responses={200: OutputSerializer, **error_responses(409)},
+        responses={200: OutputSerializer, **error_responses(400, 409, 413, 415)},
     )
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict) or "jobs" not in request.data:
@@ -308,6 +365,7 @@ class BatchApi(PhonosApiView):
 
 
 class JobListApi(PhonosApiView):
+    @extend_schema_serializer(component_name="JobList")
     class OutputSerializer(serializers.Serializer):
         class PaginationSerializer(serializers.Serializer):
             total = serializers.IntegerField()
@@ -323,10 +381,14 @@ class JobListApi(PhonosApiView):
         model = serializers.ChoiceField(choices=list(MODELS), required=False)
         search = serializers.CharField(required=False, max_length=200)
         limit = serializers.IntegerField(min_value=1, max_value=100, default=50)
-        offset = serializers.IntegerField(min_value=0, default=0)
+        # Bounded so the SQL OFFSET stays a valid bigint; no account has that many jobs.
+        offset = serializers.IntegerField(min_value=0, max_value=1_000_000_000, default=0)
 
     @extend_schema(
-        parameters=[FilterSerializer], responses={200: OutputSerializer, **error_responses()}
+        operation_id="list_jobs",
+        description="List your jobs, newest first, optionally filtered by status or model.",
+        parameters=[FilterSerializer],
+        responses={200: OutputSerializer, **error_responses(400)},
     )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
@@ -355,17 +417,29 @@ class JobListApi(PhonosApiView):
 
 
 class JobDetailApi(PhonosApiView):
+    @extend_schema_serializer(component_name="JobDeleted")
     class DeleteOutputSerializer(serializers.Serializer):
         success = serializers.BooleanField()
         job_id = serializers.UUIDField()
         status = serializers.CharField()
         message = serializers.CharField()
 
-    @extend_schema(responses={200: JobSerializer, **error_responses()})
+    @extend_schema(
+        operation_id="get_job",
+        description="Retrieve the status of a job; `output_file` and `download_url` appear once "
+        "it completed, `error` once it failed.",
+        parameters=[JOB_ID],
+        responses={200: JobSerializer, **error_responses(404)},
+    )
     def get(self, request: Request, job_id: str) -> Response:
         return Response(JobSerializer(job_get(account=request.user, job_id=job_id)).data)
 
-    @extend_schema(responses={200: DeleteOutputSerializer, **error_responses()})
+    @extend_schema(
+        operation_id="delete_job",
+        description="Delete a completed, failed or cancelled job and its outputs.",
+        parameters=[JOB_ID],
+        responses={200: DeleteOutputSerializer, **error_responses(400, 404, 409)},
+    )
     def delete(self, request: Request, job_id: str) -> Response:
         job = job_delete(account=request.user, job_id=job_id)
         return Response(
@@ -379,6 +453,7 @@ class JobDetailApi(PhonosApiView):
 
 
 class JobCancelApi(PhonosApiView):
+    @extend_schema_serializer(component_name="JobCancelled")
     class OutputSerializer(serializers.Serializer):
         success = serializers.BooleanField()
         job_id = serializers.UUIDField()
@@ -386,7 +461,13 @@ class JobCancelApi(PhonosApiView):
         credits_refunded = serializers.IntegerField()
         message = serializers.CharField()
 
-    @extend_schema(request=None, responses={200: OutputSerializer, **error_responses(409)})
+    @extend_schema(
+        operation_id="cancel_job",
+        description="Cancel a pending or running job and refund its credits.",
+        parameters=[JOB_ID],
+        request=None,
+        responses={200: OutputSerializer, **error_responses(400, 404, 409)},
+    )
     def post(self, request: Request, job_id: str) -> Response:
         job = job_cancel(account=request.user, job_id=job_id)
         return Response(
@@ -402,11 +483,14 @@ class JobCancelApi(PhonosApiView):
 
 class JobDownloadApi(PhonosApiView):
     @extend_schema(
+        operation_id="download_job_output",
+        description="Download the output structure (PDB) of a completed job.",
+        parameters=[JOB_ID],
         responses={
             (200, "chemical/x-pdb"): OpenApiResponse(OpenApiTypes.BINARY, "The output structure"),
             302: OpenApiResponse(description="Redirect to a short-lived presigned URL"),
-            **error_responses(),
-        }
+            **error_responses(400, 404),
+        },
     )
     def get(self, request: Request, job_id: str):
         job = job_get(account=request.user, job_id=job_id)

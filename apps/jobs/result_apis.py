@@ -8,7 +8,13 @@ from collections.abc import Iterator
 
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -44,6 +50,7 @@ def _read_output(job: Job, name: str) -> bytes:
 
 
 class JobResultsApi(PhonosApiView):
+    @extend_schema_serializer(component_name="JobResults")
     class OutputSerializer(serializers.Serializer):
         job_id = serializers.UUIDField()
         model = serializers.CharField()
@@ -52,7 +59,8 @@ class JobResultsApi(PhonosApiView):
         files = serializers.ListField(child=serializers.CharField())
 
     @extend_schema(
-        operation_id="job_results", responses={200: OutputSerializer, **error_responses()}
+        operation_id="job_results",
+        responses={200: OutputSerializer, **error_responses(400, 404)},
     )
     def get(self, request: Request, job_id: str) -> Response:
         job = completed_job(account=request.user, job_id=job_id)
@@ -70,7 +78,7 @@ class JobResultsApi(PhonosApiView):
 class JobConfidenceApi(PhonosApiView):
     @extend_schema(
         operation_id="job_results_confidence",
-        responses={200: OpenApiTypes.OBJECT, **error_responses()},
+        responses={200: OpenApiTypes.OBJECT, **error_responses(400, 404)},
     )
     def get(self, request: Request, job_id: str) -> Response:
         job = completed_job(account=request.user, job_id=job_id)
@@ -82,7 +90,7 @@ class JobArchiveApi(PhonosApiView):
         operation_id="job_results_archive",
         responses={
             (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, "Every output file"),
-            **error_responses(),
+            **error_responses(400, 404),
         },
     )
     def get(self, request: Request, job_id: str) -> FileResponse:
@@ -117,7 +125,7 @@ class JobStructureApi(PhonosApiView):
         responses={
             (200, "chemical/x-pdb"): OpenApiResponse(OpenApiTypes.BINARY),
             (200, "chemical/x-mmcif"): OpenApiResponse(OpenApiTypes.BINARY),
-            **error_responses(),
+            **error_responses(400, 404),
         },
     )
     def get(self, request: Request, job_id: str) -> HttpResponse:
@@ -200,9 +208,26 @@ class JobEventsApi(PhonosApiView):
         operation_id="job_events",
         responses={
             (200, "text/event-stream"): OpenApiResponse(
-                OpenApiTypes.STR, "`stage` events, then one of `completed`, `failed`, `cancelled`"
+                # The schema of each event in the stream, as SSE clients parse it.
+                inline_serializer(
+                    "JobStreamEvent",
+                    {
+                        "event": serializers.ChoiceField(
+                            choices=["stage", "completed", "failed", "cancelled", "timeout"]
+                        ),
+                        "data": serializers.CharField(
+                            help_text="JSON: job_id, status, stage, progress, at; and error "
+                            "or download_url once the job failed or completed"
+                        ),
+                        "id": serializers.CharField(
+                            required=False, help_text="Send it back as Last-Event-ID to resume"
+                        ),
+                        "retry": serializers.IntegerField(required=False),
+                    },
+                ),
+                "`stage` events, then one of `completed`, `failed`, `cancelled`",
             ),
-            **error_responses(),
+            **error_responses(404),
         },
     )
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:

@@ -1,4 +1,4 @@
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,6 +23,7 @@ class UsageApi(PhonosApiView):
     class FilterSerializer(serializers.Serializer):
         days = serializers.IntegerField(min_value=1, max_value=90, default=30)
 
+    @extend_schema_serializer(component_name="Usage")
     class OutputSerializer(serializers.Serializer):
         period = inline_serializer(
             "UsagePeriod",
@@ -46,7 +47,10 @@ class UsageApi(PhonosApiView):
         daily = _rows("UsageDaily", "date", serializers.DateField())
 
     @extend_schema(
-        parameters=[FilterSerializer], responses={200: OutputSerializer, **error_responses()}
+        operation_id="get_usage",
+        description="Requests and credits over the last `days` days, by endpoint, model and day.",
+        parameters=[FilterSerializer],
+        responses={200: OutputSerializer, **error_responses(400)},
     )
     def get(self, request: Request) -> Response:
         filters = self.FilterSerializer(data=request.query_params)

@@ -24,6 +24,10 @@ class Command(BaseCommand):
         account.refresh_from_db()
         self.stdout.write(
             json.dumps(
-                {"account_id": account.id, "credits": account.credit_balance, "api_key": created.raw_key}
+                {
+                    "account_id": account.id,
+                    "credits": account.credit_balance,
+                    "api_key": created.raw_key,
+                }
             )
         )
