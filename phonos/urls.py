@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from apps.accounts.apis import AccountApi
+from apps.billing.apis import StripeWebhookApi
 from apps.common.apis import HealthApi
 from apps.jobs.apis import (
     BatchApi,
@@ -52,6 +53,7 @@ v1 = [
         name="job-results-structure",
     ),
     path("", include("apps.webhooks.urls")),
+    path("", include("apps.billing.urls")),
     path(
         "openapi.json",
         SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),
@@ -69,4 +71,5 @@ v1 = [
 urlpatterns = [
     path("v1/", include(v1)),
     path("admin/", admin.site.urls),
+    path("stripe/webhook", StripeWebhookApi.as_view(), name="stripe-webhook"),
 ]

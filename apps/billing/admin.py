@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from apps.billing.models import LedgerEntry
+from apps.billing.models import CheckoutSession, LedgerEntry, StripeEvent
 
 
 @admin.register(LedgerEntry)
@@ -18,3 +18,19 @@ class LedgerEntryAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+@admin.register(CheckoutSession)
+class CheckoutSessionAdmin(admin.ModelAdmin):
+    list_display = ("stripe_session_id", "account", "pack_id", "credits", "status", "created_at")
+    list_filter = ("status", "pack_id")
+    search_fields = ("account__username", "stripe_session_id")
+    readonly_fields = [field.name for field in CheckoutSession._meta.fields]
+
+
+@admin.register(StripeEvent)
+class StripeEventAdmin(admin.ModelAdmin):
+    list_display = ("id", "type", "outcome", "processed_at")
+    list_filter = ("type", "outcome")
+    search_fields = ("id",)
+    readonly_fields = ("id", "type", "outcome", "processed_at")

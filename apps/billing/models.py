@@ -1,3 +1,5 @@
+import uuid
+
 from django.db import models
 
 
@@ -46,3 +48,51 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount:+d} → {self.balance_after}"
+
+
+class CheckoutSession(models.Model):
+    """A Stripe Checkout Session we opened: what was sold, for how much, and to whom.
+
+    The webhook grants the credits recorded here, never credits read from the event.
+    """
+
+    class Status(models.TextChoices):
+        CREATING = "creating"  # row written, Stripe not yet answered
+        OPEN = "open"  # the buyer can pay at `url`
+        AWAITING_PAYMENT = "awaiting_payment"  # checkout finished, a delayed payment is pending
+        COMPLETED = "completed"  # paid and credited
+        EXPIRED = "expired"
+        FAILED = "failed"  # Stripe refused to open it, or the delayed payment failed
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    account = models.ForeignKey(
+        "accounts.Account", on_delete=models.PROTECT, related_name="checkout_sessions"
+    )
+    stripe_session_id = models.CharField(max_length=255, unique=True, null=True, blank=True)
+    url = models.TextField(blank=True)
+    pack_id = models.CharField(max_length=32)
+    credits = models.PositiveBigIntegerField()
+    amount_cents = models.PositiveBigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.CREATING)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.pack_id} for account {self.account_id} ({self.status})"
+
+
+class StripeEvent(models.Model):
+    """A Stripe event already handled; the primary key makes a redelivery a no-op."""
+
+    id = models.CharField(max_length=255, primary_key=True)
+    type = models.CharField(max_length=100)
+    # What handling it did (`granted`, `ignored`, `unknown_session`, ...), for operators.
+    outcome = models.CharField(max_length=40)
+    processed_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.type} ({self.outcome})"

@@ -1,9 +1,12 @@
 from dataclasses import dataclass
 
-from django.db.models import Sum
+from django.conf import settings
+from django.db.models import QuerySet, Sum
 
 from apps.accounts.models import Account
-from apps.billing.models import LedgerEntry
+from apps.billing.models import CheckoutSession, LedgerEntry
+from apps.billing.packs import CreditPack
+from apps.common.exceptions import InvalidInput, NotFound
 
 
 @dataclass(frozen=True)
@@ -29,3 +32,32 @@ def ledger_mismatches() -> list[LedgerMismatch]:
 
 def ledger_entry_list(*, account: Account, limit: int = 100):
     return LedgerEntry.objects.filter(account=account).order_by("-id")[:limit]
+
+
+def ledger_entry_query(*, account: Account, kind: str | None = None) -> QuerySet[LedgerEntry]:
+    """The account's ledger, newest first."""
+    entries = LedgerEntry.objects.filter(account=account)
+    if kind:
+        entries = entries.filter(kind=kind)
+    return entries.order_by("-id")
+
+
+def credit_pack_list() -> tuple[CreditPack, ...]:
+    return settings.PHONOS_CREDIT_PACKS
+
+
+def credit_pack_get(*, pack_id: str) -> CreditPack:
+    for pack in settings.PHONOS_CREDIT_PACKS:
+        if pack.id == pack_id:
+            return pack
+    known = ", ".join(pack.id for pack in settings.PHONOS_CREDIT_PACKS)
+    raise InvalidInput(f"pack: unknown credit pack {pack_id!r}; choose one of {known}")
+
+
+def checkout_session_get(*, account: Account, stripe_session_id: str) -> CheckoutSession:
+    checkout = CheckoutSession.objects.filter(
+        account=account, stripe_session_id=stripe_session_id
+    ).first()
+    if checkout is None:
+        raise NotFound(f"No checkout session {stripe_session_id} for this account")
+    return checkout

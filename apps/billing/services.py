@@ -5,14 +5,28 @@ conditional UPDATE (`... WHERE credit_balance >= cost` for spending), so concurr
 can never drive it below zero; a CHECK constraint backs that up.
 """
 
+import logging
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.utils import timezone
 
 from apps.accounts.models import Account
-from apps.billing.models import LedgerEntry
-from apps.common.exceptions import InsufficientCredits, InvalidInput
+from apps.billing.models import CheckoutSession, LedgerEntry, StripeEvent
+from apps.billing.selectors import credit_pack_get
+from apps.billing.stripe_client import (
+    PaymentsNotConfigured,
+    stripe_checkout_session_open,
+    stripe_event_verify,
+    stripe_payments_enabled,
+)
+from apps.common.exceptions import ApplicationError, InsufficientCredits, InvalidInput
+
+logger = logging.getLogger(__name__)
 
 
 def _apply(
@@ -121,3 +135,161 @@ def credits_refund_for_job(
             )
     except IntegrityError:
         return None
+
+
+def checkout_session_create(
+    *, account: Account, pack_id: str, success_url: str, cancel_url: str
+) -> tuple[str, str]:
+    """Open a Stripe Checkout Session for a credit pack; returns (session id, checkout URL).
+
+    Our row is committed before Stripe is called, so a completion can always be matched to
+    the credits we sold, even if this process dies right after Stripe answers.
+    """
+    if not stripe_payments_enabled():
+        raise PaymentsNotConfigured("Buying credits is not enabled on this Phonos deployment")
+    pack = credit_pack_get(pack_id=pack_id)
+    checkout = CheckoutSession.objects.create(
+        account=account,
+        pack_id=pack.id,
+        credits=pack.credits,
+        amount_cents=pack.price_cents,
+        currency=settings.PHONOS_CURRENCY,
+    )
+    try:
+        session = stripe_checkout_session_open(
+            params={
+                "mode": "payment",
+                "line_items": [
+                    {
+                        "quantity": 1,
+                        "price_data": {
+                            "currency": checkout.currency,
+                            "unit_amount": checkout.amount_cents,
+                            "product_data": {
+                                "name": f"Phonos credits: {pack.credits:,} ({pack.id} pack)"
+                            },
+                        },
+                    }
+                ],
+                "client_reference_id": str(account.id),
+                "metadata": {
+                    "phonos_checkout_id": str(checkout.id),
+                    "phonos_account_id": str(account.id),
+                    "phonos_pack": pack.id,
+                    "phonos_credits": str(pack.credits),
+                },
+                "success_url": success_url,
+                "cancel_url": cancel_url,
+            },
+            idempotency_key=f"phonos-checkout-{checkout.id}",
+        )
+    except ApplicationError:
+        CheckoutSession.objects.filter(
+            id=checkout.id, status=CheckoutSession.Status.CREATING
+        ).update(status=CheckoutSession.Status.FAILED)
+        raise
+    CheckoutSession.objects.filter(id=checkout.id, status=CheckoutSession.Status.CREATING).update(
+        stripe_session_id=session.id, url=session.url or "", status=CheckoutSession.Status.OPEN
+    )
+    return session.id, session.url or ""
+
+
+STRIPE_CHECKOUT_EVENTS = {
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "checkout.session.expired",
+}
+# A checkout in one of these states may still be paid, expire or fail.
+UNSETTLED = [
+    CheckoutSession.Status.CREATING,
+    CheckoutSession.Status.OPEN,
+    CheckoutSession.Status.AWAITING_PAYMENT,
+]
+
+
+def stripe_webhook_handle(*, payload: bytes, signature: str) -> str:
+    """Verify a webhook delivery and handle its event; returns what was done."""
+    event = stripe_event_verify(payload=payload, signature=signature)
+    return stripe_event_process(
+        event_id=event.id, event_type=event.type, session=event.data.object.to_dict()
+    )
+
+
+@transaction.atomic
+def stripe_event_process(*, event_id: str, event_type: str, session: Mapping[str, Any]) -> str:
+    """Handle one Stripe event exactly once.
+
+    The StripeEvent row is inserted first: a concurrent redelivery waits on its primary key and
+    then finds it, and an error below rolls it back so that Stripe's retry handles it again.
+    """
+    try:
+        with transaction.atomic():
+            record = StripeEvent.objects.create(id=event_id, type=event_type)
+    except IntegrityError:
+        return "duplicate"
+    record.outcome = (
+        _checkout_event_apply(event_type=event_type, session=session)
+        if event_type in STRIPE_CHECKOUT_EVENTS
+        else "ignored"
+    )
+    record.save(update_fields=["outcome"])
+    return record.outcome
+
+
+def _checkout_event_apply(*, event_type: str, session: Mapping[str, Any]) -> str:
+    stripe_session_id = str(session.get("id") or "")
+    checkout = _checkout_for_update(stripe_session_id=stripe_session_id, session=session)
+    if checkout is None:
+        logger.warning(
+            "Stripe event %s for unknown checkout session %r: nothing granted",
+            event_type,
+            stripe_session_id,
+        )
+        return "unknown_session"
+    unsettled = CheckoutSession.objects.filter(id=checkout.id, status__in=UNSETTLED)
+    if event_type == "checkout.session.expired":
+        unsettled.update(status=CheckoutSession.Status.EXPIRED)
+        return "expired"
+    if event_type == "checkout.session.async_payment_failed":
+        unsettled.update(status=CheckoutSession.Status.FAILED)
+        return "payment_failed"
+    if event_type == "checkout.session.completed" and session.get("payment_status") != "paid":
+        # A delayed payment method (bank debit): the money comes with async_payment_succeeded.
+        unsettled.update(status=CheckoutSession.Status.AWAITING_PAYMENT)
+        return "awaiting_payment"
+    entry = credits_purchase(
+        account_id=checkout.account_id,
+        amount=checkout.credits,
+        reference=stripe_session_id,
+        description=f"Stripe checkout: {checkout.pack_id} pack",
+    )
+    unsettled.update(status=CheckoutSession.Status.COMPLETED, completed_at=timezone.now())
+    return "granted" if entry is not None else "already_granted"
+
+
+def _checkout_for_update(
+    *, stripe_session_id: str, session: Mapping[str, Any]
+) -> CheckoutSession | None:
+    """Our row for this Stripe session, locked; also one whose creation never heard Stripe's
+    answer (found by the checkout id we put in the session's metadata) is linked here."""
+    if not stripe_session_id:
+        return None
+    checkout = (
+        CheckoutSession.objects.select_for_update()
+        .filter(stripe_session_id=stripe_session_id)
+        .first()
+    )
+    if checkout is not None:
+        return checkout
+    checkout_id = (session.get("metadata") or {}).get("phonos_checkout_id")
+    try:
+        checkout_uuid = uuid.UUID(str(checkout_id))
+    except ValueError:
+        return None
+    unlinked = CheckoutSession.objects.filter(
+        id=checkout_uuid, stripe_session_id__isnull=True, status__in=UNSETTLED
+    )
+    if unlinked.update(stripe_session_id=stripe_session_id) != 1:
+        return None
+    return CheckoutSession.objects.select_for_update().get(id=checkout_uuid)
