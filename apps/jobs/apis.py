@@ -13,7 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.apis import PhonosApiView, error_responses
-from apps.common.exceptions import ApplicationError, InvalidInput, NotFound
+from apps.common.exceptions import InvalidInput, NotFound
 from apps.jobs.catalog import MODELS, submission_clean
 from apps.jobs.idempotency import MAX_KEY_LENGTH, idempotent_call, request_fingerprint
 from apps.jobs.models import Job
@@ -506,12 +506,8 @@ class JobDownloadApi(PhonosApiView):
                 return HttpResponseRedirect(url)
         try:
             stream = storage.open(key)
-        except (FileNotFoundError, ApplicationError):
+        except FileNotFoundError:
             raise NotFound(f"The output of job {job.id} is no longer stored") from None
-        except Exception as error:
-            if type(error).__name__ in {"NoSuchKey", "ClientError"}:
-                raise NotFound(f"The output of job {job.id} is no longer stored") from None
-            raise
         return FileResponse(
             stream, as_attachment=True, filename=job.output_file, content_type="chemical/x-pdb"
         )
