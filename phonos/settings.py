@@ -73,12 +73,14 @@ INSTALLED_APPS = [
     "apps.jobs",
     "apps.usage",
     "apps.webhooks",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [
     "apps.common.middleware.RequestSizeLimitMiddleware",
     "apps.usage.middleware.UsageRecordingMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -297,6 +299,52 @@ if IS_PRODUCTION and STRIPE_SECRET_KEY:
         raise ImproperlyConfiguredEnv(
             "STRIPE_SECRET_KEY is set, so production also needs " + ", ".join(_missing_stripe)
         )
+
+# The dashboard's front-end assets come from npm (package.json, `npm ci`), never a CDN; only
+# the prebuilt files it serves are exposed, not the whole node_modules tree.
+STATICFILES_DIRS = [
+    ("vendor/molstar", BASE_DIR / "node_modules" / "molstar" / "build" / "viewer"),
+    ("vendor/chartjs", BASE_DIR / "node_modules" / "chart.js" / "dist"),
+    ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
+]
+
+# --- Dashboard (docs/dashboard.md) -------------------------------------------------------------
+LOGIN_URL = "dashboard:login"
+LOGIN_REDIRECT_URL = "dashboard:overview"
+LOGOUT_REDIRECT_URL = "dashboard:login"
+# Password-reset mail: console by default; `file` writes each message under EMAIL_FILE_PATH.
+EMAIL_BACKENDS = {
+    "console": "django.core.mail.backends.console.EmailBackend",
+    "file": "django.core.mail.backends.filebased.EmailBackend",
+    "smtp": "django.core.mail.backends.smtp.EmailBackend",
+}
+PHONOS_EMAIL_BACKEND = env_str("PHONOS_EMAIL_BACKEND", "console")
+if PHONOS_EMAIL_BACKEND not in EMAIL_BACKENDS:
+    raise ImproperlyConfiguredEnv(
+        f"PHONOS_EMAIL_BACKEND must be one of {', '.join(EMAIL_BACKENDS)}, "
+        f"got {PHONOS_EMAIL_BACKEND!r}"
+    )
+EMAIL_BACKEND = EMAIL_BACKENDS[PHONOS_EMAIL_BACKEND]
+EMAIL_FILE_PATH = env_str("PHONOS_EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Phonos <no-reply@phonos.local>")
+# Failed dashboard logins allowed per client IP and username within the window.
+PHONOS_LOGIN_MAX_FAILURES = env_int("PHONOS_LOGIN_MAX_FAILURES", 5, minimum=1)
+PHONOS_LOGIN_FAILURE_WINDOW_SECONDS = env_int("PHONOS_LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=1)
+
+if IS_PRODUCTION:
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.request": {"level": "ERROR"}},
+}
 
 # --- Internationalisation, static --------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

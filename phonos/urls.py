@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 from apps.accounts.apis import AccountApi
@@ -72,4 +73,6 @@ urlpatterns = [
     path("v1/", include(v1)),
     path("admin/", admin.site.urls),
     path("stripe/webhook", StripeWebhookApi.as_view(), name="stripe-webhook"),
+    path("dashboard/", include("apps.dashboard.urls")),
+    path("", RedirectView.as_view(pattern_name="dashboard:overview"), name="home"),
 ]

@@ -46,3 +46,18 @@ ensure_redis() {
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
   for _ in $(seq 1 30); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
 }
+
+# ensure_node_assets: the dashboard's npm packages (Mol*, Chart.js, htmx) from package-lock.json.
+ensure_node_assets() {
+  [ -d node_modules/molstar/build/viewer ] && [ -d node_modules/chart.js/dist ] \
+    && [ -d node_modules/htmx.org/dist ] && return 0
+  command -v npm >/dev/null 2>&1 || { log "installing Node.js and npm"; apt_install nodejs npm; }
+  log "installing the dashboard's front-end packages (npm ci)"
+  npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+}
+
+# ensure_chromium: Debian's Chromium for the dashboard's browser tests (never `playwright install`).
+ensure_chromium() {
+  [ -x /usr/bin/chromium ] && return 0
+  log "installing Chromium for the browser tests"; apt_install chromium
+}

@@ -1,0 +1,168 @@
+"""Forms turn what the browser posts into the arguments the services take; rules stay there."""
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+
+from apps.accounts.models import User
+from apps.dashboard.services import (
+    login_failure_record,
+    login_failures_clear,
+    login_is_throttled,
+)
+from apps.jobs.catalog import MODELS, Param
+from apps.webhooks.models import Webhook
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+
+
+def client_ip(request) -> str:
+    return request.META.get("REMOTE_ADDR", "")
+
+
+class ThrottledLoginForm(AuthenticationForm):
+    throttled_message = "Too many failed log-in attempts. Wait 15 minutes, or reset your password."
+
+    def clean(self) -> dict[str, Any]:
+        username = self.cleaned_data.get("username") or ""
+        ip = client_ip(self.request)
+        if login_is_throttled(client_ip=ip, username=username):
+            raise forms.ValidationError(self.throttled_message, code="throttled")
+        try:
+            cleaned = super().clean()
+        except forms.ValidationError:
+            login_failure_record(client_ip=ip, username=username)
+            raise
+        login_failures_clear(client_ip=ip, username=username)
+        return cleaned
+
+
+class SignupForm(UserCreationForm):
+    email = forms.EmailField()
+
+    class Meta(UserCreationForm.Meta):
+        model = User
+        fields = ("username", "email")
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=100, required=False)
+    rate_limit_per_minute = forms.IntegerField(min_value=1, max_value=100000, required=False)
+
+
+class WebhookForm(forms.Form):
+    url = forms.URLField(max_length=2048, assume_scheme="https")
+    events = forms.MultipleChoiceField(
+        choices=Webhook.Event.choices,
+        initial=list(Webhook.DEFAULT_EVENTS),
+        widget=forms.CheckboxSelectMultiple,
+    )
+
+
+def fasta_to_sequence(text: str) -> str:
+    """A pasted or uploaded sequence: FASTA header and comment lines dropped, lines joined."""
+    lines = [line.strip() for line in text.splitlines()]
+    return "".join(line for line in lines if line and not line.startswith((">", ";")))
+
+
+def _read_upload(upload, *, label: str) -> str:
+    if upload.size > MAX_UPLOAD_BYTES:
+        raise forms.ValidationError(f"{label} is larger than {MAX_UPLOAD_BYTES // 1024} KiB")
+    try:
+        return upload.read().decode()
+    except UnicodeDecodeError:
+        raise forms.ValidationError(f"{label} is not a text file") from None
+
+
+def param_field_name(model_id: str, param: Param) -> str:
+    return f"{model_id}__{param.name}"
+
+
+class SubmitForm(forms.Form):
+    """One form for every model; the catalog's `submission_clean` does the real checking."""
+
+    model = forms.ChoiceField(choices=[(spec.id, spec.name) for spec in MODELS.values()])
+    name = forms.CharField(max_length=200, required=False)
+    sequence = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), required=False)
+    sequence_file = forms.FileField(required=False)
+    protein_pdb_file = forms.FileField(required=False)
+    protein_job = forms.ChoiceField(required=False)
+    ligand_smiles = forms.CharField(max_length=1000, required=False)
+
+    def __init__(self, *args: Any, fold_jobs: list | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["protein_job"].choices = [("", "—")] + [
+            (str(job.id), f"{job.name or 'unnamed'} · {job.model} · {str(job.id)[:8]}")
+            for job in fold_jobs or []
+        ]
+        for spec in MODELS.values():
+            for param in spec.params:
+                if param.name in {"protein_pdb", "ligand_smiles"}:
+                    continue  # asked for by the docking fields above
+                self.fields[param_field_name(spec.id, param)] = _param_field(param)
+
+    def param_groups(self) -> list[tuple[str, list]]:
+        return [
+            (
+                spec.id,
+                [
+                    self[param_field_name(spec.id, param)]
+                    for param in spec.params
+                    if param_field_name(spec.id, param) in self.fields
+                ],
+            )
+            for spec in MODELS.values()
+        ]
+
+    def sequence_text(self) -> str:
+        upload = self.cleaned_data.get("sequence_file")
+        raw = _read_upload(upload, label="The sequence file") if upload else ""
+        return fasta_to_sequence(raw or self.cleaned_data.get("sequence") or "")
+
+    def uploaded_pdb(self) -> str | None:
+        upload = self.cleaned_data.get("protein_pdb_file")
+        return _read_upload(upload, label="The PDB file") if upload else None
+
+    def params(self) -> dict[str, Any]:
+        spec = MODELS[self.cleaned_data["model"]]
+        params: dict[str, Any] = {}
+        for param in spec.params:
+            name = param_field_name(spec.id, param)
+            if name not in self.fields:
+                continue
+            value = self.cleaned_data.get(name)
+            if value in (None, "") and param.kind is not bool:
+                continue
+            params[param.name] = value
+        return params
+
+
+def _param_field(param: Param) -> forms.Field:
+    help_text = param.description
+    label = param.name.replace("_", " ").capitalize()
+    if param.kind is bool:
+        return forms.BooleanField(
+            required=False, initial=param.default, label=label, help_text=help_text
+        )
+    if param.kind is int:
+        range_text = f"{param.minimum}–{param.maximum}, default {param.default}"
+        return forms.IntegerField(
+            required=False,
+            initial=param.default,
+            label=label,
+            min_value=param.minimum,
+            max_value=param.maximum,
+            help_text=f"{help_text} ({range_text})" if help_text else range_text,
+        )
+    if param.choices:
+        return forms.ChoiceField(
+            required=False,
+            choices=[(choice, choice) for choice in param.choices],
+            initial=param.default,
+            label=label,
+            help_text=help_text,
+        )
+    return forms.CharField(
+        required=False, label=label, widget=forms.Textarea(attrs={"rows": 3}), help_text=help_text
+    )

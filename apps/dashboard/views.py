@@ -1,0 +1,354 @@
+"""Server-rendered dashboard pages. Views only translate between HTTP and the services and
+selectors of each domain; every query is scoped to the signed-in user's account."""
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from apps.accounts.models import Account
+from apps.accounts.services import api_key_create, api_key_revoke
+from apps.billing.selectors import ledger_entry_list
+from apps.common.exceptions import ApplicationError, NotFound
+from apps.dashboard.forms import ApiKeyForm, SignupForm, SubmitForm, WebhookForm
+from apps.dashboard.selectors import (
+    api_key_list,
+    checkout_service,
+    credit_pack_offers,
+    fold_jobs_for_docking,
+    job_structure_text,
+)
+from apps.dashboard.services import user_signup
+from apps.jobs.catalog import MODELS, submission_clean
+from apps.jobs.models import Job
+from apps.jobs.selectors import job_counts, job_get, job_list
+from apps.jobs.services import job_cancel, job_delete, job_submit
+from apps.usage.selectors import usage_summary
+from apps.webhooks.selectors import webhook_delivery_list, webhook_get, webhook_list
+from apps.webhooks.services import webhook_create, webhook_delete, webhook_test_send
+
+JOBS_PER_PAGE = 20
+USAGE_DAYS = 30
+
+View = Callable[..., HttpResponse]
+
+
+def account_required(view: View) -> View:
+    """Signed in, and a member of an account (an operator's bare admin user is not)."""
+
+    @login_required
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.user.account_id is None:
+            raise Http404("This user belongs to no account")
+        return view(request, request.user.account, *args, **kwargs)
+
+    return wrapper
+
+
+def _found(lookup: Callable[[], Any]) -> Any:
+    """A service's NotFound (another tenant's object too) as the dashboard's 404."""
+    try:
+        return lookup()
+    except NotFound as error:
+        raise Http404(error.message) from None
+
+
+def signup(request: HttpRequest) -> HttpResponse:
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user = user_signup(
+                username=form.cleaned_data["username"],
+                email=form.cleaned_data["email"],
+                password=form.cleaned_data["password1"],
+            )
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(
+                request, f"Welcome to Phonos: {settings.PHONOS_SIGNUP_CREDITS} free credits added."
+            )
+            return redirect("dashboard:overview")
+    return render(request, "dashboard/signup.html", {"form": form})
+
+
+@account_required
+def overview(request: HttpRequest, account: Account) -> HttpResponse:
+    account.refresh_from_db(fields=["credit_balance"])
+    return render(
+        request,
+        "dashboard/overview.html",
+        {
+            "account": account,
+            "counts": job_counts(account=account),
+            "recent_jobs": job_list(account=account)[:5],
+        },
+    )
+
+
+@account_required
+def jobs(request: HttpRequest, account: Account) -> HttpResponse:
+    status = request.GET.get("status") or None
+    model = request.GET.get("model") or None
+    search = (request.GET.get("q") or "").strip() or None
+    page = Paginator(
+        job_list(account=account, status=status, model=model, search=search), JOBS_PER_PAGE
+    ).get_page(request.GET.get("page"))
+    filters = request.GET.copy()
+    filters.pop("page", None)
+    return render(
+        request,
+        "dashboard/jobs.html",
+        {
+            "page": page,
+            "statuses": Job.Status.values,
+            "models": MODELS.values(),
+            "status": status or "",
+            "model": model or "",
+            "q": search or "",
+            "filter_query": filters.urlencode(),
+        },
+    )
+
+
+def _job_context(job: Job) -> dict[str, Any]:
+    params = {name: value for name, value in job.params.items() if name != "protein_pdb"}
+    return {
+        "job": job,
+        "params": params,
+        "has_receptor": "protein_pdb" in job.params,
+        # Folds end in a PDB that Mol* shows; docking poses (SDF) are offered as downloads.
+        "has_structure": job.status == Job.Status.COMPLETED and job.output_file.endswith(".pdb"),
+    }
+
+
+@account_required
+def job_detail(request: HttpRequest, account: Account, job_id: str) -> HttpResponse:
+    job = _found(lambda: job_get(account=account, job_id=job_id))
+    return render(request, "dashboard/job_detail.html", _job_context(job))
+
+
+@account_required
+def job_live(request: HttpRequest, account: Account, job_id: str) -> HttpResponse:
+    """The status fragment htmx polls; once the job ends the page reloads to show results."""
+    job = _found(lambda: job_get(account=account, job_id=job_id))
+    response = render(request, "dashboard/_job_status.html", _job_context(job))
+    if job.is_terminal:
+        response["HX-Refresh"] = "true"
+    return response
+
+
+@require_POST
+@account_required
+def job_cancel_view(request: HttpRequest, account: Account, job_id: str) -> HttpResponse:
+    try:
+        job_cancel(account=account, job_id=job_id)
+    except NotFound as error:
+        raise Http404(error.message) from None
+    except ApplicationError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, "Job cancelled; its credits were refunded.")
+    return redirect("dashboard:job", job_id=job_id)
+
+
+@require_POST
+@account_required
+def job_delete_view(request: HttpRequest, account: Account, job_id: str) -> HttpResponse:
+    try:
+        job_delete(account=account, job_id=job_id)
+    except NotFound as error:
+        raise Http404(error.message) from None
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("dashboard:job", job_id=job_id)
+    messages.success(request, "Job deleted.")
+    return redirect("dashboard:jobs")
+
+
+def _submission_data(account: Account, form: SubmitForm) -> dict[str, Any]:
+    spec = MODELS[form.cleaned_data["model"]]
+    data: dict[str, Any] = {"model": spec.id, "name": form.cleaned_data["name"]}
+    params = form.params()
+    if spec.type == "docking":
+        receptor = form.uploaded_pdb()
+        if receptor is None and form.cleaned_data["protein_job"]:
+            receptor = job_structure_text(account=account, job_id=form.cleaned_data["protein_job"])
+        if receptor is not None:
+            params["protein_pdb"] = receptor
+        smiles = form.cleaned_data["ligand_smiles"].strip()
+        if smiles:
+            params["ligand_smiles"] = smiles
+    else:
+        data["sequence"] = form.sequence_text()
+    data["params"] = params
+    return data
+
+
+@account_required
+def submit(request: HttpRequest, account: Account) -> HttpResponse:
+    fold_jobs = fold_jobs_for_docking(account=account)
+    form = SubmitForm(request.POST or None, request.FILES or None, fold_jobs=fold_jobs)
+    preview = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            # The checks of POST /v1/validate; the cost is shown before anything is charged.
+            submission = submission_clean(_submission_data(account, form))
+            if request.POST.get("action") == "submit":
+                job = job_submit(account=account, api_key=None, submission=submission)
+                messages.success(request, f"Job submitted: {submission.cost} credits reserved.")
+                return redirect("dashboard:job", job_id=job.id)
+            account.refresh_from_db(fields=["credit_balance"])
+            preview = {
+                "cost": submission.cost,
+                "length": len(submission.sequence),
+                "balance": account.credit_balance,
+                "sufficient": account.credit_balance >= submission.cost,
+            }
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+    return render(
+        request,
+        "dashboard/submit.html",
+        {
+            "form": form,
+            "models": MODELS.values(),
+            "preview": preview,
+            "balance": account.credit_balance,
+        },
+    )
+
+
+@account_required
+def keys(request: HttpRequest, account: Account) -> HttpResponse:
+    form = ApiKeyForm(request.POST or None)
+    created = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = api_key_create(
+                account=account,
+                name=form.cleaned_data["name"],
+                rate_limit_per_minute=form.cleaned_data["rate_limit_per_minute"],
+            )
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            form = ApiKeyForm()
+    return render(
+        request,
+        "dashboard/keys.html",
+        {
+            "form": form,
+            "created": created,
+            "api_keys": api_key_list(account=account),
+            "default_rate_limit": settings.PHONOS_DEFAULT_RATE_LIMIT,
+        },
+    )
+
+
+@require_POST
+@account_required
+def key_revoke(request: HttpRequest, account: Account, key_id: int) -> HttpResponse:
+    api_key = _found(lambda: api_key_revoke(account=account, key_id=key_id))
+    messages.success(request, f"Key {api_key.masked} revoked.")
+    return redirect("dashboard:keys")
+
+
+@account_required
+def webhooks(request: HttpRequest, account: Account) -> HttpResponse:
+    form = WebhookForm(request.POST or None)
+    created = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = webhook_create(
+                account=account, url=form.cleaned_data["url"], events=form.cleaned_data["events"]
+            )
+        except ApplicationError as error:
+            form.add_error(None, error.message)
+        else:
+            form = WebhookForm()
+    return render(
+        request,
+        "dashboard/webhooks.html",
+        {"form": form, "created": created, "webhooks": webhook_list(account=account)},
+    )
+
+
+@account_required
+def webhook_detail(request: HttpRequest, account: Account, webhook_id: str) -> HttpResponse:
+    webhook = _found(lambda: webhook_get(account=account, webhook_id=webhook_id))
+    return render(
+        request,
+        "dashboard/webhook_detail.html",
+        {"webhook": webhook, "deliveries": webhook_delivery_list(webhook=webhook)[:50]},
+    )
+
+
+@require_POST
+@account_required
+def webhook_test(request: HttpRequest, account: Account, webhook_id: str) -> HttpResponse:
+    _found(lambda: webhook_test_send(account=account, webhook_id=webhook_id))
+    messages.success(request, "Test event queued; its delivery appears below.")
+    return redirect("dashboard:webhook", webhook_id=webhook_id)
+
+
+@require_POST
+@account_required
+def webhook_delete_view(request: HttpRequest, account: Account, webhook_id: str) -> HttpResponse:
+    _found(lambda: webhook_delete(account=account, webhook_id=webhook_id))
+    messages.success(request, "Webhook deleted.")
+    return redirect("dashboard:webhooks")
+
+
+@account_required
+def usage(request: HttpRequest, account: Account) -> HttpResponse:
+    return render(
+        request,
+        "dashboard/usage.html",
+        {"summary": usage_summary(account=account, days=USAGE_DAYS)},
+    )
+
+
+@account_required
+def billing(request: HttpRequest, account: Account) -> HttpResponse:
+    account.refresh_from_db(fields=["credit_balance"])
+    return render(
+        request,
+        "dashboard/billing.html",
+        {
+            "account": account,
+            "entries": ledger_entry_list(account=account, limit=100),
+            "packs": credit_pack_offers(),
+            "currency": getattr(settings, "PHONOS_CURRENCY", "usd").upper(),
+            "checkout_available": checkout_service() is not None,
+        },
+    )
+
+
+@require_POST
+@account_required
+def billing_checkout(request: HttpRequest, account: Account) -> HttpResponse:
+    checkout = checkout_service()
+    if checkout is None:
+        messages.error(request, "Buying credits is not available on this deployment yet.")
+        return redirect("dashboard:billing")
+    back = request.build_absolute_uri(reverse("dashboard:billing"))
+    try:
+        _session_id, url = checkout(
+            account=account, pack_id=request.POST.get("pack", ""), success_url=back, cancel_url=back
+        )
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return redirect("dashboard:billing")
+    return redirect(url)
