@@ -174,6 +174,7 @@ PHONOS_MAX_LENGTH = {
     "esmfold": env_int("PHONOS_MAX_LENGTH_ESMFOLD", 1024, minimum=1),
     "alphafold2": env_int("PHONOS_MAX_LENGTH_ALPHAFOLD2", 1500, minimum=1),
     "diffdock": env_int("PHONOS_MAX_LENGTH_DIFFDOCK", 2000, minimum=1),
+    "vina": env_int("PHONOS_MAX_LENGTH_VINA", 2000, minimum=1),
 }
 PHONOS_IDEMPOTENCY_TTL_HOURS = 24
 PHONOS_SIGNUP_CREDITS = env_int("PHONOS_SIGNUP_CREDITS", 100, minimum=0)
@@ -194,11 +195,16 @@ if PHONOS_DOWNLOAD_MODE not in {"stream", "redirect"}:
 PHONOS_ESMFOLD_WEIGHTS = env_str("PHONOS_ESMFOLD_WEIGHTS", "facebook/esmfold_v1")
 # Never reach the model hub at run time unless this is on (production images bake weights in).
 PHONOS_MODEL_DOWNLOADS = env_bool("PHONOS_MODEL_DOWNLOADS", False)
+# DiffDock is not a package: a checkout of its repository and the Python that runs it
+# (see docs/docking.md).
+PHONOS_DIFFDOCK_DIR = env_str("PHONOS_DIFFDOCK_DIR")
+PHONOS_DIFFDOCK_PYTHON = env_str("PHONOS_DIFFDOCK_PYTHON", "python")
 PHONOS_DEVICE = env_str("PHONOS_DEVICE")  # "cuda", "cpu"; empty picks cuda when available
 PHONOS_TIME_LIMITS = {
     "esmfold": env_int("PHONOS_TIME_LIMIT_ESMFOLD", 30 * 60, minimum=10),
     "alphafold2": env_int("PHONOS_TIME_LIMIT_ALPHAFOLD2", 4 * 3600, minimum=10),
     "diffdock": env_int("PHONOS_TIME_LIMIT_DIFFDOCK", 60 * 60, minimum=10),
+    "vina": env_int("PHONOS_TIME_LIMIT_VINA", 30 * 60, minimum=10),
 }
 PHONOS_JOB_MAX_ATTEMPTS = env_int("PHONOS_JOB_MAX_ATTEMPTS", 3, minimum=1)
 PHONOS_HEARTBEAT_SECONDS = env_int("PHONOS_HEARTBEAT_SECONDS", 10, minimum=1)
@@ -300,6 +306,13 @@ if IS_PRODUCTION and STRIPE_SECRET_KEY:
             "STRIPE_SECRET_KEY is set, so production also needs " + ", ".join(_missing_stripe)
         )
 
+# --- Internationalisation, static --------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "static"
 # The dashboard's front-end assets come from npm (package.json, `npm ci`), never a CDN; only
 # the prebuilt files it serves are exposed, not the whole node_modules tree.
 STATICFILES_DIRS = [
@@ -332,27 +345,6 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Phonos <no-reply@phonos.loca
 # Failed dashboard logins allowed per client IP and username within the window.
 PHONOS_LOGIN_MAX_FAILURES = env_int("PHONOS_LOGIN_MAX_FAILURES", 5, minimum=1)
 PHONOS_LOGIN_FAILURE_WINDOW_SECONDS = env_int("PHONOS_LOGIN_FAILURE_WINDOW_SECONDS", 900, minimum=1)
-
-if IS_PRODUCTION:
-    SESSION_COOKIE_SECURE = True
-    CSRF_COOKIE_SECURE = True
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.request": {"level": "ERROR"}},
-}
-
-# --- Internationalisation, static --------------------------------------------------------------
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
-USE_I18N = False
-USE_TZ = True
-STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "static"
 
 if IS_PRODUCTION:
     SESSION_COOKIE_SECURE = True

@@ -13,8 +13,10 @@ from pathlib import Path
 
 from django.conf import settings
 
+from apps.common.exceptions import InvalidInput
 from apps.jobs.catalog import MODELS
 from apps.jobs.models import Job
+from apps.jobs.selectors import protein_job_get
 from apps.jobs.services import (
     job_complete,
     job_fail,
@@ -43,7 +45,37 @@ def runner_options(model_id: str) -> dict:
             "device": settings.PHONOS_DEVICE or None,
             "local_files_only": not settings.PHONOS_MODEL_DOWNLOADS,
         }
+    if model_id == "diffdock":
+        return {
+            "diffdock_dir": settings.PHONOS_DIFFDOCK_DIR,
+            "python": settings.PHONOS_DIFFDOCK_PYTHON,
+            "device": settings.PHONOS_DEVICE or None,
+        }
     return {}
+
+
+def job_runner_params(*, job: Job) -> dict:
+    """The params the runner gets: a docking job's `protein_job_id` becomes that job's PDB text,
+    read from storage now, checked again in case it was deleted since submission."""
+    params = dict(job.params)
+    protein_job_id = params.pop("protein_job_id", None)
+    if protein_job_id is None:
+        return params
+    try:
+        source = protein_job_get(
+            account_id=job.account_id,
+            job_id=protein_job_id,
+            max_residues=MODELS[job.model].max_length,
+        )
+        with get_storage().open(job_output_prefix(job=source) + source.output_file) as stream:
+            params["protein_pdb"] = stream.read().decode()
+    except InvalidInput as error:
+        raise RunnerError(error.message) from None
+    except FileNotFoundError:
+        raise RunnerError(
+            f"params.protein_job_id: the structure of job {protein_job_id} is no longer stored"
+        ) from None
+    return params
 
 
 def models_for_queues(queues: Iterable[str]) -> list[str]:
@@ -97,7 +129,9 @@ def job_execute(*, job_id: str) -> str:
             runner = resident_runner(job.model)
             result = runner.run(
                 inputs=JobInputs(
-                    sequence=job.sequence, name=job.name or str(job.id), params=job.params
+                    sequence=job.sequence,
+                    name=job.name or str(job.id),
+                    params=job_runner_params(job=job),
                 ),
                 workdir=Path(workdir),
                 progress=progress,

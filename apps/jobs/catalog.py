@@ -4,7 +4,9 @@ Validation raises InvalidInput with a message that names the offending field. RD
 are imported only when a docking request needs them.
 """
 
+import math
 import re
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,8 +24,8 @@ class Param:
     name: str
     kind: type
     default: Any
-    minimum: int | None = None
-    maximum: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
     choices: tuple[str, ...] = ()
     required: bool = False
     description: str = ""
@@ -37,6 +39,15 @@ class Param:
                 raise InvalidInput(f"{label} must be between {self.minimum} and {self.maximum}")
             if self.maximum is not None and value > self.maximum:
                 raise InvalidInput(f"{label} must be between {self.minimum} and {self.maximum}")
+        elif self.kind is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidInput(f"{label} must be a number")
+            in_range = (self.minimum is None or value >= self.minimum) and (
+                self.maximum is None or value <= self.maximum
+            )
+            if not math.isfinite(value) or not in_range:
+                raise InvalidInput(f"{label} must be between {self.minimum} and {self.maximum}")
+            value = float(value)
         elif self.kind is bool:
             if not isinstance(value, bool):
                 raise InvalidInput(f"{label} must be true or false")
@@ -71,6 +82,10 @@ class ModelSpec:
             "cost_credits": self.cost_credits,
         }
 
+
+PROTEIN_JOB_ID_HELP = "A completed structure prediction job of this account, instead of protein_pdb"
+# Models whose completed jobs a docking job may take its protein from (params.protein_job_id).
+FOLD_MODEL_TYPE = "structure_prediction"
 
 MODELS: dict[str, ModelSpec] = {
     spec.id: spec
@@ -122,10 +137,35 @@ MODELS: dict[str, ModelSpec] = {
             cost_credits=30,
             queue="diffdock",
             params=(
-                Param("protein_pdb", str, None, required=True),
+                Param("protein_pdb", str, None),
+                Param("protein_job_id", str, None, description=PROTEIN_JOB_ID_HELP),
                 Param("ligand_smiles", str, None),
                 Param("inference_steps", int, 20, 10, 40),
                 Param("samples_per_complex", int, 10, 1, 40),
+            ),
+        ),
+        ModelSpec(
+            id="vina",
+            name="AutoDock Vina",
+            description="Physics-based protein-ligand docking in a search box (CPU)",
+            type="docking",
+            cost_credits=5,
+            queue="vina",
+            params=(
+                Param("protein_pdb", str, None),
+                Param("protein_job_id", str, None, description=PROTEIN_JOB_ID_HELP),
+                Param("ligand_smiles", str, None),
+                *(
+                    Param(f"center_{axis}", float, None, -9999, 9999, description="Box centre, Å")
+                    for axis in "xyz"
+                ),
+                *(
+                    Param(f"size_{axis}", float, None, 1, 60, description="Box side, Å")
+                    for axis in "xyz"
+                ),
+                Param("exhaustiveness", int, 8, 1, 32, description="Search effort"),
+                Param("num_poses", int, 9, 1, 20, description="Ranked poses returned"),
+                Param("seed", int, None, 0, 2**31 - 1, description="Random seed"),
             ),
         ),
     )
@@ -229,6 +269,13 @@ def clean_params(raw: Any, *, spec: ModelSpec) -> dict[str, Any]:
     return cleaned
 
 
+def _clean_job_id(raw: str) -> str:
+    try:
+        return str(uuid.UUID(raw))
+    except ValueError:
+        raise InvalidInput("params.protein_job_id must be a job id") from None
+
+
 @dataclass(frozen=True)
 class CleanedSubmission:
     spec: ModelSpec
@@ -271,9 +318,22 @@ def submission_clean(data: Any) -> CleanedSubmission:
         both_given = params.get("ligand_smiles") is not None and raw_sequence not in (None, "")
         if both_given and (not isinstance(raw_sequence, str) or raw_sequence.strip() != ligand):
             raise InvalidInput("sequence and params.ligand_smiles name different ligands")
-        if "protein_pdb" not in params:
-            raise InvalidInput("params.protein_pdb is required for diffdock")
-        params["protein_pdb"] = clean_protein_pdb(params["protein_pdb"], spec=spec)
+        if "protein_job_id" in params:
+            if "protein_pdb" in params:
+                raise InvalidInput("give params.protein_pdb or params.protein_job_id, not both")
+            params["protein_job_id"] = _clean_job_id(params["protein_job_id"])
+        elif "protein_pdb" in params:
+            params["protein_pdb"] = clean_protein_pdb(params["protein_pdb"], spec=spec)
+        else:
+            raise InvalidInput(
+                f"params.protein_pdb (or params.protein_job_id) is required for {spec.id}"
+            )
+        for box in ("center", "size"):
+            given = [axis for axis in "xyz" if f"{box}_{axis}" in params]
+            if given and len(given) < 3:
+                raise InvalidInput(
+                    f"params.{box}_x, {box}_y and {box}_z go together; give all three"
+                )
         params["ligand_smiles"] = ligand
         sequence = ligand
     else:

@@ -4,7 +4,8 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 
 from apps.accounts.models import Account
-from apps.common.exceptions import NotFound
+from apps.common.exceptions import InvalidInput, NotFound
+from apps.jobs.catalog import FOLD_MODEL_TYPE, MODELS
 from apps.jobs.models import Job
 
 
@@ -58,3 +59,28 @@ def active_job_count(*, account_id: int) -> int:
 
 def queued_job_count() -> int:
     return Job.objects.filter(status=Job.Status.PENDING).count()
+
+
+def protein_job_get(*, account_id: int, job_id: str, max_residues: int) -> Job:
+    """The job a docking job takes its protein from (`params.protein_job_id`): a completed
+    structure prediction of the same account. Another tenant's job reads as a missing one."""
+    job = (
+        Job.objects.filter(account_id=account_id, id=job_id, deleted_at__isnull=True)
+        .only("id", "account_id", "model", "status", "sequence", "output_file")
+        .first()
+    )
+    spec = MODELS.get(job.model) if job is not None else None
+    if job is None or spec is None or spec.type != FOLD_MODEL_TYPE:
+        raise InvalidInput(
+            f"params.protein_job_id: no structure prediction job {job_id} in this account"
+        )
+    if job.status != Job.Status.COMPLETED:
+        raise InvalidInput(
+            f"params.protein_job_id: job {job_id} is {job.status}; it must be completed"
+        )
+    if len(job.sequence) > max_residues:
+        raise InvalidInput(
+            f"params.protein_job_id: job {job_id} has {len(job.sequence)} residues; "
+            f"at most {max_residues} can be docked against"
+        )
+    return job

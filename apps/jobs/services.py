@@ -20,7 +20,12 @@ from apps.billing.services import credits_debit_for_job, credits_refund_for_job
 from apps.common.exceptions import ApplicationError, Conflict, InvalidInput, TooManyRequests
 from apps.jobs.catalog import MODELS, CleanedSubmission, submission_clean
 from apps.jobs.models import Job, JobEvent
-from apps.jobs.selectors import active_job_count, job_get, queued_job_count
+from apps.jobs.selectors import (
+    active_job_count,
+    job_get,
+    protein_job_get,
+    queued_job_count,
+)
 from apps.webhooks.services import webhook_event_emit
 
 logger = logging.getLogger(__name__)
@@ -59,6 +64,12 @@ def job_submit(*, account: Account, api_key: ApiKey | None, submission: CleanedS
             "The job queue is at capacity; please retry in a few minutes",
             error="Queue full",
             retry_after=60,
+        )
+    if "protein_job_id" in submission.params:
+        protein_job_get(
+            account_id=account.id,
+            job_id=submission.params["protein_job_id"],
+            max_residues=submission.spec.max_length,
         )
     job_id = uuid.uuid4()
     # The debit's conditional UPDATE locks the account row until commit, which also makes the

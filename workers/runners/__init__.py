@@ -35,6 +35,8 @@ __all__ = [
 # model id -> (module, class); the class takes keyword-only constructor options.
 _RUNNER_CLASSES: dict[str, tuple[str, str]] = {
     "esmfold": ("workers.runners.esmfold", "EsmFoldRunner"),
+    "vina": ("workers.runners.vina", "VinaRunner"),
+    "diffdock": ("workers.runners.diffdock", "DiffDockRunner"),
 }
 MODEL_IDS: tuple[str, ...] = tuple(_RUNNER_CLASSES)
 
