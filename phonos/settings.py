@@ -200,6 +200,11 @@ PHONOS_MODEL_DOWNLOADS = env_bool("PHONOS_MODEL_DOWNLOADS", False)
 PHONOS_DIFFDOCK_DIR = env_str("PHONOS_DIFFDOCK_DIR")
 PHONOS_DIFFDOCK_PYTHON = env_str("PHONOS_DIFFDOCK_PYTHON", "python")
 PHONOS_DEVICE = env_str("PHONOS_DEVICE")  # "cuda", "cpu"; empty picks cuda when available
+# AlphaFold2 (docs/alphafold2.md): a ColabFold data directory holding params/params_model_N*.npz,
+# and the MMseqs2 server its MSAs come from, cached on disk by sequence.
+PHONOS_COLABFOLD_DATA_DIR = env_str("PHONOS_COLABFOLD_DATA_DIR")
+PHONOS_MSA_SERVER_URL = env_str("PHONOS_MSA_SERVER_URL", "https://api.colabfold.com")
+PHONOS_MSA_CACHE_DIR = env_str("PHONOS_MSA_CACHE_DIR", str(VAR_DIR / "msa-cache"))
 PHONOS_TIME_LIMITS = {
     "esmfold": env_int("PHONOS_TIME_LIMIT_ESMFOLD", 30 * 60, minimum=10),
     "alphafold2": env_int("PHONOS_TIME_LIMIT_ALPHAFOLD2", 4 * 3600, minimum=10),

@@ -45,6 +45,12 @@ def runner_options(model_id: str) -> dict:
             "device": settings.PHONOS_DEVICE or None,
             "local_files_only": not settings.PHONOS_MODEL_DOWNLOADS,
         }
+    if model_id == "alphafold2":
+        return {
+            "data_dir": settings.PHONOS_COLABFOLD_DATA_DIR,
+            "msa_server_url": settings.PHONOS_MSA_SERVER_URL,
+            "msa_cache_dir": settings.PHONOS_MSA_CACHE_DIR,
+        }
     if model_id == "diffdock":
         return {
             "diffdock_dir": settings.PHONOS_DIFFDOCK_DIR,

@@ -35,6 +35,7 @@ __all__ = [
 # model id -> (module, class); the class takes keyword-only constructor options.
 _RUNNER_CLASSES: dict[str, tuple[str, str]] = {
     "esmfold": ("workers.runners.esmfold", "EsmFoldRunner"),
+    "alphafold2": ("workers.runners.alphafold2", "AlphaFold2Runner"),
     "vina": ("workers.runners.vina", "VinaRunner"),
     "diffdock": ("workers.runners.diffdock", "DiffDockRunner"),
 }

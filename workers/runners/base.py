@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 ProgressStage = Literal["loading_model", "msa", "inference", "writing_outputs"]
 # (stage, fraction of that stage done in [0, 1], or None when the runner cannot tell)
 ProgressCallback = Callable[[ProgressStage, float | None], None]
-OutputRole = Literal["structure", "confidence"]
+OutputRole = Literal["structure", "confidence", "msa"]
 
 
 class RunnerError(Exception):

@@ -1,0 +1,223 @@
+"""Multiple sequence alignments from a ColabFold MMseqs2 server, cached on disk by sequence.
+
+The server protocol is the one `colabfold.colabfold.run_mmseqs2` speaks: POST `/ticket/msa`
+with the query as FASTA and a search mode, poll `GET /ticket/{id}` until the status is
+COMPLETE, then `GET /result/download/{id}`: a tar.gz holding one a3m per searched database
+(`uniref.a3m`, and `bfd.mgnify30.metaeuk30.smag30.a3m` in the `env` mode). The public server
+is shared and rate-limited, so every MSA is cached under the hash of its sequence and mode and
+a sequence is searched once per cache directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import random
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from workers.runners.base import RunnerError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MSA_SERVER_URL = "https://api.colabfold.com"
+# ColabFold's default search: UniRef30 plus the environmental databases, filtered.
+DEFAULT_MODE = "env"
+# The a3m files a result archive holds per mode, in the order ColabFold concatenates them.
+_A3M_FILES = {
+    "env": ("uniref.a3m", "bfd.mgnify30.metaeuk30.smag30.a3m"),
+    "all": ("uniref.a3m",),
+}
+# ColabFold numbers the queries of one submission from 101; a job submits one sequence.
+_QUERY_ID = 101
+_WAITING_STATUSES = {"UNKNOWN", "PENDING", "RUNNING"}
+_RATE_LIMIT_STATUS = "RATELIMIT"
+# Connect timeouts slightly above a multiple of 3 s, as ColabFold's client uses.
+_REQUEST_TIMEOUT_S = 30.02
+
+
+class MsaClient:
+    def __init__(
+        self,
+        *,
+        server_url: str = DEFAULT_MSA_SERVER_URL,
+        cache_dir: Path | None = None,
+        mode: str = DEFAULT_MODE,
+        user_agent: str = "phonos",
+        poll_interval_s: float = 5.0,
+        max_backoff_s: float = 120.0,
+        max_wait_s: float = 3600.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if mode not in _A3M_FILES:
+            raise ValueError(f"unknown MSA mode {mode!r}; known: {', '.join(_A3M_FILES)}")
+        self.server_url = server_url.rstrip("/")
+        self.cache_dir = cache_dir
+        self.mode = mode
+        self.poll_interval_s = poll_interval_s
+        self.max_backoff_s = max_backoff_s
+        self.max_wait_s = max_wait_s
+        self._sleep = sleep
+        self._session = requests.Session()
+        # The public server asks every client to say who it is.
+        self._session.headers["User-Agent"] = user_agent
+
+    def cache_path(self, sequence: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(f"{self.mode}:{sequence}".encode()).hexdigest()
+        return self.cache_dir / digest[:2] / f"{digest}.a3m"
+
+    def fetch(self, sequence: str) -> tuple[str, bool]:
+        """The a3m for `sequence` (query first) and whether it came from the cache."""
+        cached = self.cache_path(sequence)
+        if cached is not None and cached.is_file():
+            return cached.read_text(), True
+        a3m = self._search(sequence)
+        if cached is not None:
+            _write_atomically(cached, a3m)
+        return a3m, False
+
+    def _search(self, sequence: str) -> str:
+        deadline = time.monotonic() + self.max_wait_s
+        ticket = self._submit(sequence, deadline)
+        ticket_id = ticket["id"]
+        attempt = 0
+        while ticket["status"] in _WAITING_STATUSES or ticket["status"] == _RATE_LIMIT_STATUS:
+            if ticket["status"] == _RATE_LIMIT_STATUS:
+                attempt += 1
+                self._wait(self._backoff(attempt), deadline)
+            else:
+                self._wait(self.poll_interval_s, deadline)
+            ticket = self._get_json(f"/ticket/{ticket_id}", deadline)
+        if ticket["status"] != "COMPLETE":
+            raise RunnerError(_status_message(ticket["status"]))
+        archive = self._request("GET", f"/result/download/{ticket_id}", deadline)
+        return _a3m_from_archive(archive.content, self.mode)
+
+    def _submit(self, sequence: str, deadline: float) -> dict[str, Any]:
+        attempt = 0
+        while True:
+            ticket = self._get_json(
+                "/ticket/msa",
+                deadline,
+                method="POST",
+                data={"q": f">{_QUERY_ID}\n{sequence}\n", "mode": self.mode},
+            )
+            if ticket["status"] not in {"UNKNOWN", _RATE_LIMIT_STATUS}:
+                break
+            attempt += 1
+            self._wait(self._backoff(attempt), deadline)
+        if ticket["status"] in _WAITING_STATUSES or ticket["status"] == "COMPLETE":
+            if "id" not in ticket:
+                raise RunnerError("the MSA server accepted the query but returned no ticket id")
+            return ticket
+        raise RunnerError(_status_message(ticket["status"]))
+
+    def _get_json(
+        self, path: str, deadline: float, *, method: str = "GET", data: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        response = self._request(method, path, deadline, data=data)
+        try:
+            body = response.json()
+        except ValueError:
+            raise RunnerError(
+                f"the MSA server answered {path} with something other than JSON"
+            ) from None
+        if not isinstance(body, dict) or not isinstance(body.get("status"), str):
+            raise RunnerError(f"the MSA server answered {path} without a status")
+        return body
+
+    def _request(
+        self, method: str, path: str, deadline: float, *, data: dict[str, str] | None = None
+    ) -> requests.Response:
+        """One HTTP exchange, retried with backoff on 429, 5xx and connection errors."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self._session.request(
+                    method, self.server_url + path, data=data, timeout=_REQUEST_TIMEOUT_S
+                )
+            except requests.RequestException as error:
+                logger.warning("MSA server request %s %s failed: %s", method, path, error)
+                self._wait(self._backoff(attempt), deadline)
+                continue
+            if response.status_code == 429 or response.status_code >= 500:
+                retry_after = _retry_after_seconds(response)
+                logger.warning(
+                    "MSA server answered %s %s with %s", method, path, response.status_code
+                )
+                self._wait(self._backoff(attempt) if retry_after is None else retry_after, deadline)
+                continue
+            if response.status_code >= 400:
+                raise RunnerError(
+                    f"the MSA server at {self.server_url} refused {path} "
+                    f"(HTTP {response.status_code})"
+                )
+            return response
+
+    def _backoff(self, attempt: int) -> float:
+        # Exponential with jitter, so that workers rate-limited together do not retry together.
+        base = min(self.poll_interval_s * 2 ** (attempt - 1), self.max_backoff_s)
+        return base * random.uniform(1.0, 1.5)
+
+    def _wait(self, seconds: float, deadline: float) -> None:
+        if time.monotonic() + seconds > deadline:
+            raise RunnerError(
+                f"the MSA server at {self.server_url} did not return an alignment within "
+                f"{self.max_wait_s:.0f} s; try again later or use msa_mode 'a3m'"
+            )
+        self._sleep(seconds)
+
+
+def _status_message(status: str) -> str:
+    if status == "MAINTENANCE":
+        return "the MSA server is down for maintenance; try again in a few minutes"
+    return (
+        f"the MSA server could not align this sequence (status {status}); "
+        "check the sequence or use msa_mode 'a3m'"
+    )
+
+
+def _retry_after_seconds(response: requests.Response) -> float | None:
+    try:
+        return max(float(response.headers["Retry-After"]), 0.0)
+    except (KeyError, ValueError):
+        return None
+
+
+def _a3m_from_archive(content: bytes, mode: str) -> str:
+    """The query's alignment: its records from each database's a3m, as ColabFold joins them."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(content), mode="r:gz") as archive:
+            members = {member.name.rsplit("/", 1)[-1]: member for member in archive.getmembers()}
+            parts = []
+            for file_name in _A3M_FILES[mode]:
+                member = members.get(file_name)
+                extracted = archive.extractfile(member) if member is not None else None
+                if extracted is None:
+                    raise RunnerError(f"the MSA server's result has no {file_name}")
+                parts.append(extracted.read().decode())
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise RunnerError(f"the MSA server's result is not a readable tar.gz ({error})") from None
+    # Each a3m holds the queries of a submission one after another, separated by NUL bytes.
+    return "".join(part.replace("\x00", "") for part in parts)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # Concurrent workers may fill the same entry: each writes its own file and renames it.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=".tmp-", suffix=".a3m", delete=False
+    ) as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
