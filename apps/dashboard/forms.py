@@ -155,6 +155,23 @@ def _param_field(param: Param) -> forms.Field:
             max_value=param.maximum,
             help_text=f"{help_text} ({range_text})" if help_text else range_text,
         )
+    if param.kind is float:
+        bounds = [
+            f"{name} {value}"
+            for name, value in (("min", param.minimum), ("max", param.maximum))
+            if value is not None
+        ]
+        detail = ", ".join(
+            bounds + ([f"default {param.default}"] if param.default is not None else [])
+        )
+        return forms.FloatField(
+            required=False,
+            initial=param.default,
+            label=label,
+            min_value=param.minimum,
+            max_value=param.maximum,
+            help_text=f"{help_text} ({detail})" if help_text and detail else help_text or detail,
+        )
     if param.choices:
         return forms.ChoiceField(
             required=False,

@@ -195,6 +195,24 @@ def test_docking_takes_an_uploaded_receptor_and_a_smiles(olga):
     assert job.params["samples_per_complex"] == 5 and "ATOM" in job.params["protein_pdb"]
 
 
+def test_vina_box_coordinates_are_decimal_fields(olga):
+    receptor = SimpleUploadedFile("receptor.pdb", RECEPTOR_PDB.encode())
+    response = signed_in(olga).post(
+        "/dashboard/jobs/new/",
+        {
+            "model": "vina",
+            "protein_pdb_file": receptor,
+            "ligand_smiles": "c1ccc2cc(O)ccc2c1",
+            **{f"vina__center_{axis}": "1.5" for axis in "xyz"},
+            **{f"vina__size_{axis}": "22.5" for axis in "xyz"},
+            "action": "submit",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    job = olga.account.jobs.get()
+    assert (job.params["center_x"], job.params["size_z"]) == (1.5, 22.5)
+
+
 def test_docking_can_use_a_finished_fold_of_ones_own(olga, tmp_path, settings):
     from apps.jobs.models import Job
     from apps.jobs.services import job_output_prefix
