@@ -177,6 +177,9 @@ PHONOS_MAX_LENGTH = {
     "vina": env_int("PHONOS_MAX_LENGTH_VINA", 2000, minimum=1),
 }
 PHONOS_IDEMPOTENCY_TTL_HOURS = 24
+# Where GET /v1/structure/fetch/{pdb_id} downloads entries from, and how long it waits.
+PHONOS_RCSB_URL = env_str("PHONOS_RCSB_URL", "https://files.rcsb.org").rstrip("/")
+PHONOS_RCSB_TIMEOUT_SECONDS = env_int("PHONOS_RCSB_TIMEOUT_SECONDS", 15, minimum=1)
 PHONOS_SIGNUP_CREDITS = env_int("PHONOS_SIGNUP_CREDITS", 100, minimum=0)
 PHONOS_STORAGE_DIR = Path(env_str("PHONOS_STORAGE_DIR", str(VAR_DIR / "storage")))
 # Outputs go to S3 when a bucket is named; credentials come from boto3's usual sources.

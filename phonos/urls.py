@@ -13,6 +13,7 @@ from apps.jobs.apis import (
     JobDownloadApi,
     JobListApi,
     ModelsApi,
+    PipelineApi,
     PredictApi,
     ValidateApi,
 )
@@ -23,6 +24,7 @@ from apps.jobs.result_apis import (
     JobResultsApi,
     JobStructureApi,
 )
+from apps.jobs.structure_apis import StructureFetchApi, StructureParseApi
 from apps.usage.apis import UsageApi
 
 handler404 = "apps.common.exception_handler.json_not_found"
@@ -34,6 +36,9 @@ v1 = [
     path("predict", PredictApi.as_view(), name="predict"),
     path("validate", ValidateApi.as_view(), name="validate"),
     path("batch", BatchApi.as_view(), name="batch"),
+    path("pipelines", PipelineApi.as_view(), name="pipelines"),
+    path("structure/parse", StructureParseApi.as_view(), name="structure-parse"),
+    path("structure/fetch/<str:pdb_id>", StructureFetchApi.as_view(), name="structure-fetch"),
     path("account", AccountApi.as_view(), name="account"),
     path("usage", UsageApi.as_view(), name="usage"),
     path("jobs", JobListApi.as_view(), name="job-list"),

@@ -30,6 +30,8 @@ ERROR_DESCRIPTIONS = {
     415: "Unsupported Media Type: the request body must be application/json",
     429: "Too Many Requests: the key's rate limit, the account's active-job cap or the "
     "queue's capacity was reached; see Retry-After",
+    502: "Bad Gateway: the upstream service failed or could not be reached",
+    504: "Upstream timeout: the upstream service did not answer in time",
 }
 
 

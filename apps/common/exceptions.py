@@ -45,3 +45,13 @@ class TooManyRequests(ApplicationError):
     ) -> None:
         super().__init__(message, error=error)
         self.retry_after = retry_after
+
+
+class BadGateway(ApplicationError):
+    status_code = 502
+    error = "Bad Gateway"
+
+
+class GatewayTimeout(ApplicationError):
+    status_code = 504
+    error = "Upstream timeout"

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 
 from apps.common.apis import PhonosApiView, error_responses
 from apps.common.exceptions import InvalidInput, NotFound
-from apps.jobs.catalog import MODELS, submission_clean
+from apps.jobs.catalog import MODELS, pipeline_clean, submission_clean
 from apps.jobs.idempotency import MAX_KEY_LENGTH, idempotent_call, request_fingerprint
 from apps.jobs.models import Job
 from apps.jobs.selectors import job_get, job_list
@@ -24,6 +24,7 @@ from apps.jobs.services import (
     job_output_prefix,
     job_submit,
     job_submit_batch,
+    pipeline_submit,
 )
 from apps.jobs.storage import get_storage
 
@@ -86,9 +87,16 @@ class JobSerializer(serializers.Serializer):
     error = serializers.CharField(required=False)
     output_file = serializers.CharField(required=False)
     download_url = serializers.CharField(required=False)
+    depends_on = serializers.UUIDField(
+        source="depends_on_id",
+        required=False,
+        help_text="A pipeline's dock: the fold job whose structure it docks against",
+    )
 
     def to_representation(self, job: Job) -> dict:
         data = super().to_representation(job)
+        if job.depends_on_id is None:
+            data.pop("depends_on", None)
         if job.status == Job.Status.COMPLETED and job.output_file:
             data["output_file"] = job.output_file
             data["download_url"] = job.download_path
@@ -213,6 +221,66 @@ class PredictApi(PhonosApiView):
         def produce() -> tuple[int, dict]:
             job = job_submit(account=request.user, api_key=request.auth, submission=submission)
             return 200, _predict_body(job)
+
+        return _idempotent_response(request, produce)
+
+
+class PipelineApi(PhonosApiView):
+    @extend_schema_serializer(component_name="Pipeline")
+    class InputSerializer(serializers.Serializer):
+        name = serializers.CharField(required=False, max_length=200)
+        fold = PredictInputSerializer(help_text="A structure prediction request")
+        dock = PredictInputSerializer(
+            help_text="A docking request without params.protein_pdb or params.protein_job_id: "
+            "its receptor is the fold's structure"
+        )
+
+    @extend_schema_serializer(component_name="PipelineSubmitted")
+    class OutputSerializer(serializers.Serializer):
+        class PipelineIdsSerializer(serializers.Serializer):
+            fold_job_id = serializers.UUIDField()
+            dock_job_id = serializers.UUIDField()
+
+        success = serializers.BooleanField()
+        pipeline = PipelineIdsSerializer()
+        credits_used = serializers.IntegerField()
+        jobs = JobSerializer(many=True)
+
+    @extend_schema(
+        operation_id="submit_pipeline",
+        description="Submit a structure prediction and a docking against its result together. "
+        "Both are charged at once; the dock waits (stage `waiting_for_dependency`) until the "
+        "fold completes, and fails, refunded, if the fold fails or is cancelled.",
+        request=InputSerializer,
+        examples=[
+            OpenApiExample(
+                "ESMFold then Vina",
+                value={
+                    "name": "Fold and dock",
+                    "fold": {"model": "esmfold", "sequence": ESMFOLD_EXAMPLE["sequence"]},
+                    "dock": {"model": "vina", "params": {"ligand_smiles": "CCO"}},
+                },
+                request_only=True,
+            )
+        ],
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={200: OutputSerializer, **error_responses(400, 402, 409, 413, 415)},
+    )
+    def post(self, request: Request) -> Response:
+        cleaned = pipeline_clean(request.data)
+
+        def produce() -> tuple[int, dict]:
+            pipeline = pipeline_submit(account=request.user, api_key=request.auth, pipeline=cleaned)
+            jobs = [pipeline.fold, pipeline.dock]
+            return 200, {
+                "success": True,
+                "pipeline": {
+                    "fold_job_id": str(pipeline.fold.id),
+                    "dock_job_id": str(pipeline.dock.id),
+                },
+                "credits_used": sum(job.cost_credits for job in jobs),
+                "jobs": JobSerializer(jobs, many=True).data,
+            }
 
         return _idempotent_response(request, produce)
 

@@ -343,3 +343,71 @@ def submission_clean(data: Any) -> CleanedSubmission:
         if spec.id == "alphafold2" and params.get("msa_mode") == "a3m" and not params.get("a3m"):
             raise InvalidInput("params.a3m is required when params.msa_mode is 'a3m'")
     return CleanedSubmission(spec=spec, sequence=sequence, name=name.strip(), params=params)
+
+
+@dataclass(frozen=True)
+class CleanedPipeline:
+    name: str
+    fold_job_id: uuid.UUID
+    fold: CleanedSubmission
+    dock: CleanedSubmission
+
+
+def _pipeline_part(data: Any, *, part: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{part} must be an object holding a prediction request")
+    return data
+
+
+def pipeline_clean(data: Any) -> CleanedPipeline:
+    """Check a fold→dock pipeline with the same checks as predict. The dock's receptor is the
+    fold's structure: its params.protein_job_id names the fold job, whose id is chosen here."""
+    if not isinstance(data, dict):
+        raise InvalidInput("The request body must be a JSON object")
+    unknown = sorted(set(data) - {"name", "fold", "dock"})
+    if unknown:
+        raise InvalidInput(f"{unknown[0]} is not a field of a pipeline request")
+    name = data.get("name") or ""
+    if not isinstance(name, str) or len(name) > 200:
+        raise InvalidInput("name must be a string of at most 200 characters")
+    fold_data = _pipeline_part(data.get("fold"), part="fold")
+    dock_data = _pipeline_part(data.get("dock"), part="dock")
+    fold_job_id = uuid.uuid4()
+    try:
+        fold = submission_clean({"name": name, **fold_data})
+    except InvalidInput as error:
+        raise InvalidInput(f"fold: {error.message}") from None
+    if fold.spec.type != FOLD_MODEL_TYPE:
+        raise InvalidInput(f"fold: {fold.spec.id} is not a structure prediction model")
+    try:
+        dock_spec = model_get(dock_data.get("model"))
+    except InvalidInput as error:
+        raise InvalidInput(f"dock: {error.message}") from None
+    if dock_spec.type != "docking":
+        raise InvalidInput(f"dock: {dock_spec.id} is not a docking model")
+    dock_params = dock_data.get("params")
+    if dock_params is None:
+        dock_params = {}
+    if not isinstance(dock_params, dict):
+        raise InvalidInput("dock: params must be an object")
+    for receptor_field in ("protein_pdb", "protein_job_id"):
+        if receptor_field in dock_params:
+            raise InvalidInput(
+                f"dock: params.{receptor_field} is not allowed; the receptor is the fold's structure"
+            )
+    try:
+        dock = submission_clean(
+            {
+                "name": name,
+                **dock_data,
+                "params": {**dock_params, "protein_job_id": str(fold_job_id)},
+            }
+        )
+    except InvalidInput as error:
+        raise InvalidInput(f"dock: {error.message}") from None
+    if len(fold.sequence) > dock.spec.max_length:
+        raise InvalidInput(
+            f"fold: the sequence has {len(fold.sequence)} residues; {dock.spec.id} docks "
+            f"against at most {dock.spec.max_length}"
+        )
+    return CleanedPipeline(name=name.strip(), fold_job_id=fold_job_id, fold=fold, dock=dock)

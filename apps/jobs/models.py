@@ -23,8 +23,12 @@ class Job(models.Model):
     model = models.CharField(max_length=32, db_index=True)
     sequence = models.TextField()
     params = models.JSONField(default=dict)
+    # A pipeline's dock waits for its fold: published only once that job completed.
+    depends_on = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="dependents"
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
-    # Worker progress: queued, loading_model, msa, inference, writing_outputs, done.
+    # Worker progress: waiting_for_dependency, queued, loading_model, msa, inference, writing_outputs, done.
     stage = models.CharField(max_length=32, default="queued")
     progress = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)

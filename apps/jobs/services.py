@@ -18,7 +18,7 @@ from django.utils import timezone
 from apps.accounts.models import Account, ApiKey
 from apps.billing.services import credits_debit_for_job, credits_refund_for_job
 from apps.common.exceptions import ApplicationError, Conflict, InvalidInput, TooManyRequests
-from apps.jobs.catalog import MODELS, CleanedSubmission, submission_clean
+from apps.jobs.catalog import MODELS, CleanedPipeline, CleanedSubmission, submission_clean
 from apps.jobs.models import Job, JobEvent
 from apps.jobs.selectors import (
     active_job_count,
@@ -57,21 +57,27 @@ def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
     return True
 
 
-@transaction.atomic
-def job_submit(*, account: Account, api_key: ApiKey | None, submission: CleanedSubmission) -> Job:
-    if queued_job_count() >= settings.PHONOS_QUEUE_CAPACITY:
+WAITING_FOR_DEPENDENCY = "waiting_for_dependency"
+
+
+def _queue_capacity_check(*, new_jobs: int) -> None:
+    if queued_job_count() + new_jobs > settings.PHONOS_QUEUE_CAPACITY:
         raise TooManyRequests(
             "The job queue is at capacity; please retry in a few minutes",
             error="Queue full",
             retry_after=60,
         )
-    if "protein_job_id" in submission.params:
-        protein_job_get(
-            account_id=account.id,
-            job_id=submission.params["protein_job_id"],
-            max_residues=submission.spec.max_length,
-        )
-    job_id = uuid.uuid4()
+
+
+def _job_create(
+    *,
+    account: Account,
+    api_key: ApiKey | None,
+    submission: CleanedSubmission,
+    job_id: uuid.UUID,
+    depends_on_id: uuid.UUID | None = None,
+) -> Job:
+    """Debit and create one job; the caller holds the transaction and publishes it."""
     # The debit's conditional UPDATE locks the account row until commit, which also makes the
     # active-job count below exact under concurrent submissions.
     credits_debit_for_job(account_id=account.id, job_id=job_id, cost=submission.cost)
@@ -92,10 +98,82 @@ def job_submit(*, account: Account, api_key: ApiKey | None, submission: CleanedS
         sequence=submission.sequence,
         params=submission.params,
         cost_credits=submission.cost,
+        depends_on_id=depends_on_id,
+        stage=WAITING_FOR_DEPENDENCY if depends_on_id else "queued",
     )
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
+    return job
+
+
+@transaction.atomic
+def job_submit(*, account: Account, api_key: ApiKey | None, submission: CleanedSubmission) -> Job:
+    _queue_capacity_check(new_jobs=1)
+    if "protein_job_id" in submission.params:
+        protein_job_get(
+            account_id=account.id,
+            job_id=submission.params["protein_job_id"],
+            max_residues=submission.spec.max_length,
+        )
+    job = _job_create(account=account, api_key=api_key, submission=submission, job_id=uuid.uuid4())
     transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
     return job
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    fold: Job
+    dock: Job
+
+
+@transaction.atomic
+def pipeline_submit(
+    *, account: Account, api_key: ApiKey | None, pipeline: CleanedPipeline
+) -> Pipeline:
+    """Charge a fold and a dock together; the dock waits, unpublished, until the fold
+    completes (job_complete publishes it) and fails, refunded, if the fold does not."""
+    _queue_capacity_check(new_jobs=2)
+    fold = _job_create(
+        account=account,
+        api_key=api_key,
+        submission=pipeline.fold,
+        job_id=pipeline.fold_job_id,
+    )
+    dock = _job_create(
+        account=account,
+        api_key=api_key,
+        submission=pipeline.dock,
+        job_id=uuid.uuid4(),
+        depends_on_id=fold.id,
+    )
+    transaction.on_commit(lambda: job_enqueue(job_id=fold.id, model=fold.model))
+    return Pipeline(fold=fold, dock=dock)
+
+
+def _dependents_release(*, job_id: uuid.UUID | str) -> None:
+    """The fold completed: its waiting docks go to the queue once this transaction commits."""
+    now = timezone.now()
+    waiting = Job.objects.filter(
+        depends_on_id=job_id, status=Job.Status.PENDING, stage=WAITING_FOR_DEPENDENCY
+    ).values_list("id", "model")
+    for dependent_id, model in list(waiting):
+        changed = Job.objects.filter(
+            id=dependent_id, status=Job.Status.PENDING, stage=WAITING_FOR_DEPENDENCY
+        ).update(stage="queued", updated_at=now)
+        if changed == 1:
+            job_event_record(job_id=dependent_id, status=Job.Status.PENDING, stage="queued")
+            transaction.on_commit(
+                lambda dependent_id=dependent_id, model=model: job_enqueue(
+                    job_id=dependent_id, model=model
+                )
+            )
+
+
+def _dependents_fail(*, job_id: uuid.UUID | str, reason: str) -> None:
+    waiting = Job.objects.filter(
+        depends_on_id=job_id, status=Job.Status.PENDING, stage=WAITING_FOR_DEPENDENCY
+    ).values_list("id", flat=True)
+    for dependent_id in list(waiting):
+        job_fail(job_id=dependent_id, error=f"The fold job {job_id} {reason}")
 
 
 def _refund(job: Job, *, reason: str) -> None:
@@ -121,6 +199,7 @@ def job_cancel(*, account: Account, job_id: uuid.UUID | str) -> Job:
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     _refund(job, reason="Job cancelled")
     webhook_event_emit(job=job, event="job.cancelled")
+    _dependents_fail(job_id=job.id, reason="was cancelled")
     transaction.on_commit(lambda: job_stop_task(job_id=job.id))
     return job
 
@@ -235,9 +314,14 @@ def job_sweep() -> SweepReport:
     now = timezone.now()
     republish_before = now - timedelta(seconds=settings.PHONOS_REPUBLISH_AFTER_SECONDS)
     stale_before = now - timedelta(seconds=settings.PHONOS_STALE_AFTER_SECONDS)
-    unpublished = Job.objects.filter(status=Job.Status.PENDING).filter(
-        Q(enqueued_at__isnull=True, created_at__lt=now - timedelta(seconds=2))
-        | Q(enqueued_at__lt=republish_before)
+    # A pipeline's dock that still waits for its fold is not lost: job_complete publishes it.
+    unpublished = (
+        Job.objects.filter(status=Job.Status.PENDING)
+        .exclude(stage=WAITING_FOR_DEPENDENCY)
+        .filter(
+            Q(enqueued_at__isnull=True, created_at__lt=now - timedelta(seconds=2))
+            | Q(enqueued_at__lt=republish_before)
+        )
     )
     stale = Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=stale_before)
     republished, failed = [], []
@@ -280,6 +364,7 @@ def job_complete(
         return False
     job_event_record(job_id=job_id, status=Job.Status.COMPLETED, stage="done", progress=1.0)
     webhook_event_emit(job=Job.objects.get(id=job_id), event="job.completed")
+    _dependents_release(job_id=job_id)
     return True
 
 
@@ -301,6 +386,7 @@ def job_fail(*, job_id: uuid.UUID | str, error: str) -> bool:
     job_event_record(job_id=job.id, status=Job.Status.FAILED, stage="done")
     _refund(job, reason="Job failed")
     webhook_event_emit(job=Job.objects.get(id=job.id), event="job.failed")
+    _dependents_fail(job_id=job.id, reason=f"failed: {error}")
     return True
 
 

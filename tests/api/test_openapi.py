@@ -18,6 +18,7 @@ import pytest
 import requests
 import schemathesis
 from django.core.management import call_command
+from django.test import override_settings
 from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiJsonRenderer
@@ -36,6 +37,7 @@ from apps.jobs.models import Job
 from apps.jobs.services import job_cancel, job_complete, job_fail, job_start, job_submit
 from apps.jobs.storage import get_storage
 from tests.conftest import ESMFOLD_JOB, Client
+from tests.fake_rcsb import fake_rcsb
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -155,7 +157,9 @@ def api_client(make_client, tmp_path) -> Iterator[Client]:
         # Cancel and delete change their jobs, so they get their own.
         changeable=[_job(client.account, api_key, state, tmp_path) for state in JOB_STATES],
     )
-    yield client
+    # Structure fetches go to a loopback stand-in for RCSB, never the internet.
+    with fake_rcsb() as rcsb_url, override_settings(PHONOS_RCSB_URL=rcsb_url):
+        yield client
     KNOWN_JOBS.clear()
 
 
