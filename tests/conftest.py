@@ -14,6 +14,7 @@ import pytest
 import redis
 import requests
 from django.conf import settings
+from django.core.servers.basehttp import ThreadedWSGIServer
 
 from apps.accounts.models import Account
 from apps.accounts.services import account_create, api_key_create
@@ -45,6 +46,12 @@ class Client:
     def balance(self) -> int:
         self.account.refresh_from_db()
         return self.account.credit_balance
+
+
+# The live server's listen backlog (Django: 10) overflows when the concurrency tests open 30
+# connections at once on a busy machine; the kernel then resets connections. Production runs
+# gunicorn, whose backlog is 2048.
+ThreadedWSGIServer.request_queue_size = 256
 
 
 @pytest.fixture(autouse=True)
