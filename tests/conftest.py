@@ -1,6 +1,8 @@
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,6 +104,19 @@ def parallel(
 ) -> list[requests.Response]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda call: call(), calls))
+
+
+def free_port() -> int:
+    """A free loopback port below 32768: the ephemeral range above it collides under load."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 32768")
 
 
 ESMFOLD_JOB = {"model": "esmfold", "sequence": "MGSSHHHHHHSSGLVPRGSHMASMTGGQQMGRGS", "name": "demo"}

@@ -17,6 +17,7 @@ from apps.billing.selectors import checkout_session_get, credit_pack_list, ledge
 from apps.billing.services import checkout_session_create, stripe_webhook_handle
 from apps.billing.stripe_client import stripe_payments_enabled
 from apps.common.apis import ErrorSerializer, PhonosApiView, error_responses
+from apps.common.pagination import PageQuerySerializer, PaginationSerializer, paginate
 
 PAYMENT_ERRORS = {
     403: OpenApiResponse(ErrorSerializer, description="Buying credits is not enabled here"),
@@ -122,21 +123,11 @@ class LedgerEntrySerializer(serializers.Serializer):
 class LedgerApi(PhonosApiView):
     @extend_schema_serializer(component_name="Ledger")
     class OutputSerializer(serializers.Serializer):
-        @extend_schema_serializer(component_name="LedgerPagination")
-        class PaginationSerializer(serializers.Serializer):
-            total = serializers.IntegerField()
-            limit = serializers.IntegerField()
-            offset = serializers.IntegerField()
-            has_more = serializers.BooleanField()
-
         entries = LedgerEntrySerializer(many=True)
         pagination = PaginationSerializer()
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(PageQuerySerializer):
         kind = serializers.ChoiceField(choices=LedgerEntry.Kind.choices, required=False)
-        limit = serializers.IntegerField(min_value=1, max_value=100, default=50)
-        # Bounded so the SQL OFFSET stays a valid bigint.
-        offset = serializers.IntegerField(min_value=0, max_value=1_000_000_000, default=0)
 
     @extend_schema(
         operation_id="list_ledger_entries",
@@ -149,19 +140,9 @@ class LedgerApi(PhonosApiView):
         filters.is_valid(raise_exception=True)
         params = filters.validated_data
         entries = ledger_entry_query(account=request.user, kind=params.get("kind"))
-        total = entries.count()
-        limit, offset = params["limit"], params["offset"]
-        page = entries[offset : offset + limit]
+        page, pagination = paginate(entries, limit=params["limit"], offset=params["offset"])
         return Response(
-            {
-                "entries": LedgerEntrySerializer(page, many=True).data,
-                "pagination": {
-                    "total": total,
-                    "limit": limit,
-                    "offset": offset,
-                    "has_more": offset + limit < total,
-                },
-            }
+            {"entries": LedgerEntrySerializer(page, many=True).data, "pagination": pagination}
         )
 
 

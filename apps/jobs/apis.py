@@ -14,6 +14,7 @@ from rest_framework.response import Response
 
 from apps.common.apis import PhonosApiView, error_responses
 from apps.common.exceptions import InvalidInput, NotFound
+from apps.common.pagination import PageQuerySerializer, PaginationSerializer, paginate
 from apps.jobs.catalog import MODELS, pipeline_clean, submission_clean
 from apps.jobs.idempotency import MAX_KEY_LENGTH, idempotent_call, request_fingerprint
 from apps.jobs.models import Job
@@ -435,22 +436,13 @@ class BatchApi(PhonosApiView):
 class JobListApi(PhonosApiView):
     @extend_schema_serializer(component_name="JobList")
     class OutputSerializer(serializers.Serializer):
-        class PaginationSerializer(serializers.Serializer):
-            total = serializers.IntegerField()
-            limit = serializers.IntegerField()
-            offset = serializers.IntegerField()
-            has_more = serializers.BooleanField()
-
         jobs = JobListItemSerializer(many=True)
         pagination = PaginationSerializer()
 
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(PageQuerySerializer):
         status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
         model = serializers.ChoiceField(choices=list(MODELS), required=False)
         search = serializers.CharField(required=False, max_length=200)
-        limit = serializers.IntegerField(min_value=1, max_value=100, default=50)
-        # Bounded so the SQL OFFSET stays a valid bigint; no account has that many jobs.
-        offset = serializers.IntegerField(min_value=0, max_value=1_000_000_000, default=0)
 
     @extend_schema(
         operation_id="list_jobs",
@@ -468,19 +460,9 @@ class JobListApi(PhonosApiView):
             model=params.get("model"),
             search=params.get("search"),
         )
-        total = jobs.count()
-        limit, offset = params["limit"], params["offset"]
-        page = jobs[offset : offset + limit]
+        page, pagination = paginate(jobs, limit=params["limit"], offset=params["offset"])
         return Response(
-            {
-                "jobs": JobListItemSerializer(page, many=True).data,
-                "pagination": {
-                    "total": total,
-                    "limit": limit,
-                    "offset": offset,
-                    "has_more": offset + limit < total,
-                },
-            }
+            {"jobs": JobListItemSerializer(page, many=True).data, "pagination": pagination}
         )
 
 

@@ -5,6 +5,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.common.apis import ErrorSerializer, PhonosApiView, error_responses
+from apps.common.pagination import PageQuerySerializer, PaginationSerializer, paginate
 from apps.webhooks.models import Webhook, WebhookDelivery
 from apps.webhooks.selectors import webhook_delivery_list, webhook_get, webhook_list
 from apps.webhooks.services import (
@@ -132,21 +133,13 @@ class WebhookDeliverySerializer(serializers.Serializer):
     attempts = WebhookAttemptSerializer(many=True)
 
 
-class WebhookDeliveryPaginationSerializer(serializers.Serializer):
-    total = serializers.IntegerField()
-    limit = serializers.IntegerField()
-    offset = serializers.IntegerField()
-    has_more = serializers.BooleanField()
-
-
 class WebhookDeliveryListSerializer(serializers.Serializer):
     deliveries = WebhookDeliverySerializer(many=True)
-    pagination = WebhookDeliveryPaginationSerializer()
+    pagination = PaginationSerializer()
 
 
-class WebhookDeliveryFilterSerializer(serializers.Serializer):
+class WebhookDeliveryFilterSerializer(PageQuerySerializer):
     limit = serializers.IntegerField(min_value=1, max_value=100, default=20)
-    offset = serializers.IntegerField(min_value=0, default=0)
 
 
 def _with_secret(created: WebhookWithSecret, message: str) -> dict:
@@ -261,19 +254,15 @@ class WebhookDeliveryListApi(PhonosApiView):
         webhook = webhook_get(account=request.user, webhook_id=webhook_id)
         filters = WebhookDeliveryFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        deliveries = webhook_delivery_list(webhook=webhook)
-        total = deliveries.count()
-        limit, offset = filters.validated_data["limit"], filters.validated_data["offset"]
-        page = deliveries[offset : offset + limit]
+        page, pagination = paginate(
+            webhook_delivery_list(webhook=webhook),
+            limit=filters.validated_data["limit"],
+            offset=filters.validated_data["offset"],
+        )
         return Response(
             {
                 "deliveries": WebhookDeliverySerializer(page, many=True).data,
-                "pagination": {
-                    "total": total,
-                    "limit": limit,
-                    "offset": offset,
-                    "has_more": offset + limit < total,
-                },
+                "pagination": pagination,
             }
         )
 

@@ -139,3 +139,11 @@ def test_events_are_written_with_the_job_change_and_roll_back_with_it(alice):
         "job.completed",
         "job.started",
     ]
+
+
+def test_the_delivery_log_pages_with_bounded_parameters(alice):
+    hook_id = webhook_create(alice, HOOK_URL)["webhook_id"]
+    page = alice.get(f"/v1/webhooks/{hook_id}/deliveries").json()
+    assert page["pagination"] == {"total": 0, "limit": 20, "offset": 0, "has_more": False}
+    for bad in ({"offset": 10**20}, {"offset": -1}, {"limit": 0}, {"limit": 101}):
+        assert_error(alice.get(f"/v1/webhooks/{hook_id}/deliveries", params=bad), 400)

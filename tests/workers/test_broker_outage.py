@@ -13,15 +13,9 @@ import requests
 
 from apps.accounts.services import account_create, api_key_create
 from apps.jobs.models import Job
-from tests.conftest import ESMFOLD_JOB, worker_environment
+from tests.conftest import ESMFOLD_JOB, free_port, worker_environment
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_redis(port: int) -> subprocess.Popen:

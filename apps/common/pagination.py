@@ -1,0 +1,33 @@
+"""Limit/offset paging shared by every list endpoint (`/v1/jobs`, `/v1/billing/ledger`)."""
+
+from typing import Any
+
+from django.db.models import QuerySet
+from rest_framework import serializers
+
+
+class PageQuerySerializer(serializers.Serializer):
+    """Subclass it to add a list's own filters."""
+
+    limit = serializers.IntegerField(min_value=1, max_value=100, default=50)
+    # Bounded so the SQL OFFSET stays a valid bigint; no account has that many rows.
+    offset = serializers.IntegerField(min_value=0, max_value=1_000_000_000, default=0)
+
+
+class PaginationSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
+    has_more = serializers.BooleanField()
+
+
+def paginate(queryset: QuerySet, *, limit: int, offset: int) -> tuple[QuerySet, dict[str, Any]]:
+    """One page of `queryset` and the `pagination` object that describes it."""
+    total = queryset.count()
+    page = queryset[offset : offset + limit]
+    return page, {
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "has_more": offset + limit < total,
+    }
