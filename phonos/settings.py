@@ -188,6 +188,13 @@ PHONOS_S3_PREFIX = env_str("PHONOS_S3_PREFIX", "phonos")
 PHONOS_S3_ENDPOINT_URL = env_str("PHONOS_S3_ENDPOINT_URL")
 PHONOS_S3_REGION = env_str("PHONOS_S3_REGION", "us-east-1")
 PHONOS_S3_PRESIGN_SECONDS = env_int("PHONOS_S3_PRESIGN_SECONDS", 300, minimum=1)
+# An API node and a worker on different machines must never disagree about where a job's files
+# are: production keeps outputs in S3, or on local disk only when a (shared) directory is named.
+if IS_PRODUCTION and not PHONOS_S3_BUCKET and not env_str("PHONOS_STORAGE_DIR"):
+    raise ImproperlyConfiguredEnv(
+        "PHONOS_ENV=production refuses job outputs on local disk by default: set "
+        "PHONOS_S3_BUCKET, or PHONOS_STORAGE_DIR to a volume shared by every API node and worker"
+    )
 # Downloads stream through the API by default; "redirect" answers 302 to a presigned URL.
 PHONOS_DOWNLOAD_MODE = env_str("PHONOS_DOWNLOAD_MODE", "stream")
 if PHONOS_DOWNLOAD_MODE not in {"stream", "redirect"}:
