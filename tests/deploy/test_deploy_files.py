@@ -219,7 +219,9 @@ def all_commands(compose: dict[str, Any]) -> Iterator[tuple[str, list[str]]]:
     for path in DOCKERFILES:
         yield f"{path.parent.name} image", dockerfile_cmd(path)
     for name, service in compose["services"].items():
-        if service.get("command"):
+        # Only our images: PostgreSQL, Redis and SeaweedFS run their own commands.
+        image = service["image"].rsplit("/", 1)[-1].split(":")[0]
+        if image in IMAGES and service.get("command"):
             yield f"compose {name}", service["command"]
     for variant, directory in KUSTOMIZATIONS.items():
         for resource in render(directory):
