@@ -63,9 +63,7 @@ def test_sign_up_grants_the_trial_credits_once_the_email_is_verified(
     assert entry.amount == 250
 
 
-def test_repeated_failed_logins_are_refused_even_with_the_right_password(
-    olga, make_user, settings
-):
+def test_repeated_failed_logins_are_refused_even_with_the_right_password(olga, make_user, settings):
     settings.PHONOS_LOGIN_MAX_FAILURES = settings.AXES_FAILURE_LIMIT = 3
     client = Client()
     for _ in range(2):
