@@ -397,6 +397,8 @@ AXES_LOCKOUT_TEMPLATE = "dashboard/locked_out.html"
 # The handler clears a username's failures on success; axes' own reset would also clear the
 # address's, letting a sprayer reset its count by logging in to an account of its own.
 AXES_RESET_ON_SUCCESS = False
+# Axes would also write a row per successful login, forever; the web server's log has those.
+AXES_DISABLE_ACCESS_LOG = True
 
 # --- Transport security (docs/settings.md) ------------------------------------------------------
 SESSION_COOKIE_SECURE = IS_PRODUCTION
