@@ -65,7 +65,7 @@ import json
 from apps.accounts.models import Account
 from apps.accounts.services import account_create, api_key_create
 account = account_create(username="bench", email="bench@example.invalid", credits={UNLIMITED})
-Account.objects.filter(id=account.id).update(max_active_jobs={UNLIMITED})
+Account.objects.filter(id=account.id).update(max_active_jobs={UNLIMITED}, max_key_rate_limit={UNLIMITED})
 created = api_key_create(account=account, name="bench", rate_limit_per_minute={UNLIMITED})
 print("BENCH_SETUP " + json.dumps({{"api_key": created.raw_key}}))
 """

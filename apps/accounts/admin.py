@@ -6,10 +6,24 @@ from apps.accounts.models import Account, ApiKey, User
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
-    list_display = ("id", "username", "email", "credit_balance", "created_at")
+    list_display = (
+        "id",
+        "username",
+        "email",
+        "email_verified_at",
+        "credit_balance",
+        "max_key_rate_limit",
+        "created_at",
+    )
     search_fields = ("username", "email")
-    # The balance moves only through ledger entries (see apps.billing.services).
-    readonly_fields = ("credit_balance", "created_at")
+    # The balance moves only through ledger entries (see apps.billing.services); verification and
+    # the trial grant only through the signed link. max_key_rate_limit is the operator's to set.
+    readonly_fields = (
+        "credit_balance",
+        "created_at",
+        "email_verified_at",
+        "trial_credits_granted_at",
+    )
 
 
 @admin.register(ApiKey)

@@ -12,8 +12,10 @@ def api_key_get_active(*, raw_key: str) -> ApiKey | None:
     )
 
 
-def account_get(*, account_id: int | None = None, email: str | None = None) -> Account | None:
-    queryset = Account.objects.all()
-    if account_id is not None:
-        return queryset.filter(id=account_id).first()
-    return queryset.filter(email=email).order_by("id").first()
+def account_get(*, account_id: int) -> Account | None:
+    return Account.objects.filter(id=account_id).first()
+
+
+def account_get_by_verified_email(*, email: str) -> Account | None:
+    """The one account that verified this address (a constraint keeps it one), if any."""
+    return Account.objects.filter(email__iexact=email, email_verified_at__isnull=False).first()

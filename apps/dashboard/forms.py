@@ -3,39 +3,15 @@
 from typing import Any
 
 from django import forms
-from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+from django.contrib.auth import authenticate
+from django.contrib.auth.forms import UserCreationForm
+from django.http import HttpRequest
 
-from apps.accounts.models import User
-from apps.dashboard.services import (
-    login_failure_record,
-    login_failures_clear,
-    login_is_throttled,
-)
+from apps.accounts.models import Account, User
 from apps.jobs.catalog import MODELS, Param
 from apps.webhooks.models import Webhook
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
-
-
-def client_ip(request) -> str:
-    return request.META.get("REMOTE_ADDR", "")
-
-
-class ThrottledLoginForm(AuthenticationForm):
-    throttled_message = "Too many failed log-in attempts. Wait 15 minutes, or reset your password."
-
-    def clean(self) -> dict[str, Any]:
-        username = self.cleaned_data.get("username") or ""
-        ip = client_ip(self.request)
-        if login_is_throttled(client_ip=ip, username=username):
-            raise forms.ValidationError(self.throttled_message, code="throttled")
-        try:
-            cleaned = super().clean()
-        except forms.ValidationError:
-            login_failure_record(client_ip=ip, username=username)
-            raise
-        login_failures_clear(client_ip=ip, username=username)
-        return cleaned
 
 
 class SignupForm(UserCreationForm):
@@ -47,8 +23,31 @@ class SignupForm(UserCreationForm):
 
 
 class ApiKeyForm(forms.Form):
+    """A new key: any rate up to the account's maximum, and the password asked for again, so a
+    session left open (or stolen) is not enough to mint a long-lived credential."""
+
     name = forms.CharField(max_length=100, required=False)
-    rate_limit_per_minute = forms.IntegerField(min_value=1, max_value=100000, required=False)
+    rate_limit_per_minute = forms.IntegerField(min_value=1, required=False)
+    password = forms.CharField(
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+        label="Your password",
+        strip=False,
+    )
+
+    def __init__(self, *args: Any, request: HttpRequest, account: Account, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.request = request
+        self.fields["rate_limit_per_minute"] = forms.IntegerField(
+            min_value=1, max_value=account.key_rate_limit_max, required=False
+        )
+
+    def clean_password(self) -> str:
+        password = self.cleaned_data["password"]
+        user = self.request.user
+        # Through authenticate(), so a wrong password counts towards the login lockout (axes).
+        if authenticate(self.request, username=user.get_username(), password=password) != user:
+            raise forms.ValidationError("That is not your password", code="password_incorrect")
+        return password
 
 
 class WebhookForm(forms.Form):

@@ -2,17 +2,17 @@ from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
 from apps.dashboard import result_views, views
-from apps.dashboard.forms import ThrottledLoginForm
 
 app_name = "dashboard"
 
 auth = [
     path("signup/", views.signup, name="signup"),
+    path("verify-email/resend/", views.verify_email_resend, name="verify_email_resend"),
+    path("verify-email/<str:token>/", views.verify_email, name="verify_email"),
     path(
         "login/",
         auth_views.LoginView.as_view(
             template_name="dashboard/login.html",
-            authentication_form=ThrottledLoginForm,
             redirect_authenticated_user=True,
         ),
         name="login",

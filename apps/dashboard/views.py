@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -16,8 +17,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from apps.accounts.models import Account
-from apps.accounts.services import api_key_create, api_key_revoke
+from apps.accounts.services import account_email_verify, api_key_create, api_key_revoke
 from apps.billing.selectors import ledger_entry_list
+from apps.common.client_ip import client_ip
 from apps.common.exceptions import ApplicationError, NotFound
 from apps.dashboard.forms import ApiKeyForm, SignupForm, SubmitForm, WebhookForm
 from apps.dashboard.selectors import (
@@ -27,7 +29,7 @@ from apps.dashboard.selectors import (
     fold_jobs_for_docking,
     job_structure_text,
 )
-from apps.dashboard.services import user_signup
+from apps.dashboard.services import email_verification_send, signup_throttle_hit, user_signup
 from apps.jobs.catalog import MODELS, submission_clean
 from apps.jobs.models import Job
 from apps.jobs.selectors import job_counts, job_get, job_list
@@ -38,6 +40,7 @@ from apps.webhooks.services import webhook_create, webhook_delete, webhook_test_
 
 JOBS_PER_PAGE = 20
 USAGE_DAYS = 30
+RESEND_INTERVAL_SECONDS = 60
 
 View = Callable[..., HttpResponse]
 
@@ -63,29 +66,77 @@ def _found(lookup: Callable[[], Any]) -> Any:
         raise Http404(error.message) from None
 
 
+def _verify_url(request: HttpRequest) -> str:
+    placeholder = "TOKEN"
+    url = request.build_absolute_uri(reverse("dashboard:verify_email", args=[placeholder]))
+    return url.replace(placeholder, "{token}")
+
+
 def signup(request: HttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
-    if request.method == "POST" and form.is_valid():
-        try:
-            user = user_signup(
-                username=form.cleaned_data["username"],
-                email=form.cleaned_data["email"],
-                password=form.cleaned_data["password1"],
-            )
-        except ApplicationError as error:
-            form.add_error(None, error.message)
-        else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-            messages.success(
-                request, f"Welcome to Phonos: {settings.PHONOS_SIGNUP_CREDITS} free credits added."
-            )
-            return redirect("dashboard:overview")
-    return render(request, "dashboard/signup.html", {"form": form})
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            try:
+                signup_throttle_hit(client_ip=client_ip(request))
+                user = user_signup(
+                    username=form.cleaned_data["username"],
+                    email=form.cleaned_data["email"],
+                    password=form.cleaned_data["password1"],
+                    verify_url=_verify_url(request),
+                )
+            except ApplicationError as error:
+                form.add_error(None, error.message)
+                status = error.status_code
+            else:
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                messages.success(
+                    request,
+                    f"Welcome to Phonos. We sent a link to {user.email}: follow it to verify your "
+                    f"address and receive {settings.PHONOS_SIGNUP_CREDITS} free credits.",
+                )
+                return redirect("dashboard:overview")
+    return render(request, "dashboard/signup.html", {"form": form}, status=status)
+
+
+def verify_email(request: HttpRequest, token: str) -> HttpResponse:
+    """The link from the verification mail; it needs no session (it may open in another browser)."""
+    try:
+        verification = account_email_verify(token=token)
+    except ApplicationError as error:
+        return render(
+            request,
+            "dashboard/verify_email_failed.html",
+            {"message": error.message},
+            status=error.status_code,
+        )
+    if verification.credits_granted:
+        messages.success(
+            request,
+            f"Email verified: {verification.credits_granted} free credits added to your account.",
+        )
+    else:
+        messages.info(request, "Your email address is verified.")
+    return redirect("dashboard:overview")
+
+
+@require_POST
+@account_required
+def verify_email_resend(request: HttpRequest, account: Account) -> HttpResponse:
+    if account.email_verified:
+        messages.info(request, "Your email address is already verified.")
+    elif not cache.add(f"phonos:verify-resend:{account.id}", 1, timeout=RESEND_INTERVAL_SECONDS):
+        messages.error(request, "A link was sent a moment ago; check your mail, or wait a minute.")
+    else:
+        email_verification_send(account=account, verify_url=_verify_url(request))
+        messages.success(request, f"We sent a new link to {account.email}.")
+    return redirect("dashboard:overview")
 
 
 @account_required
 def overview(request: HttpRequest, account: Account) -> HttpResponse:
-    account.refresh_from_db(fields=["credit_balance"])
+    account.refresh_from_db(fields=["credit_balance", "email_verified_at"])
     return render(
         request,
         "dashboard/overview.html",
@@ -232,19 +283,24 @@ def submit(request: HttpRequest, account: Account) -> HttpResponse:
 
 @account_required
 def keys(request: HttpRequest, account: Account) -> HttpResponse:
-    form = ApiKeyForm(request.POST or None)
+    form = ApiKeyForm(request.POST or None, request=request, account=account)
     created = None
-    if request.method == "POST" and form.is_valid():
-        try:
-            created = api_key_create(
-                account=account,
-                name=form.cleaned_data["name"],
-                rate_limit_per_minute=form.cleaned_data["rate_limit_per_minute"],
-            )
-        except ApplicationError as error:
-            form.add_error(None, error.message)
-        else:
-            form = ApiKeyForm()
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            try:
+                created = api_key_create(
+                    account=account,
+                    name=form.cleaned_data["name"],
+                    rate_limit_per_minute=form.cleaned_data["rate_limit_per_minute"],
+                )
+            except ApplicationError as error:
+                form.add_error(None, error.message)
+                status = error.status_code
+            else:
+                status = 201
+                form = ApiKeyForm(request=request, account=account)
     return render(
         request,
         "dashboard/keys.html",
@@ -252,8 +308,12 @@ def keys(request: HttpRequest, account: Account) -> HttpResponse:
             "form": form,
             "created": created,
             "api_keys": api_key_list(account=account),
-            "default_rate_limit": settings.PHONOS_DEFAULT_RATE_LIMIT,
+            "default_rate_limit": min(
+                settings.PHONOS_DEFAULT_RATE_LIMIT, account.key_rate_limit_max
+            ),
+            "max_rate_limit": account.key_rate_limit_max,
         },
+        status=status,
     )
 
 

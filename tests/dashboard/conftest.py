@@ -1,10 +1,16 @@
 """A real headless Chromium (Debian's, driven by Playwright) against the live server."""
 
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from django.core import mail
+from django.test import Client
+
+from apps.accounts.models import User
+from apps.dashboard.services import user_signup
 
 CHROMIUM = os.environ.get("PHONOS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -68,3 +74,32 @@ def sign_up(page, username: str) -> None:
     page.fill("input[name=password2]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url("**/dashboard/")
+    page.goto(verification_path(f"{username}@example.com"))
+    page.wait_for_url("**/dashboard/")
+
+
+def verification_path(email: str) -> str:
+    """The path of the latest verification link mailed to `email` (Django's test mail outbox)."""
+    bodies = [message.body for message in mail.outbox if email in message.to]
+    assert bodies, f"no verification mail to {email}"
+    return re.search(r"https?://[^/\s]+(/dashboard/verify-email/\S+/)", bodies[-1])[1]
+
+
+@pytest.fixture
+def make_user(django_capture_on_commit_callbacks, mailoutbox) -> Callable[..., User]:
+    """A signed-up user whose email was verified through the mailed link (trial credits in)."""
+
+    def make(username: str, password: str = PASSWORD) -> User:
+        email = f"{username}@example.com"
+        with django_capture_on_commit_callbacks(execute=True):
+            user = user_signup(
+                username=username,
+                email=email,
+                password=password,
+                verify_url="http://testserver/dashboard/verify-email/{token}/",
+            )
+        assert Client().get(verification_path(email)).status_code == 302
+        user.account.refresh_from_db()
+        return user
+
+    return make

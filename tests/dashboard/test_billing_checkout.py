@@ -4,14 +4,13 @@ replaced at the HTTP boundary by the billing tests' loopback stand-in."""
 import pytest
 from django.test import Client
 
-from apps.dashboard.services import user_signup
 from tests.billing.conftest import fake_stripe  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.django_db
 
 
-def test_buy_redirects_to_the_stripe_checkout_page(fake_stripe):  # noqa: F811
-    user = user_signup(username="olga", email="olga@example.com", password="x" * 12)
+def test_buy_redirects_to_the_stripe_checkout_page(fake_stripe, make_user):  # noqa: F811
+    user = make_user("olga")
     client = Client()
     client.force_login(user)
     page = client.get("/dashboard/billing/")
@@ -23,8 +22,8 @@ def test_buy_redirects_to_the_stripe_checkout_page(fake_stripe):  # noqa: F811
     assert sent["success_url"] == sent["cancel_url"] == "http://testserver/dashboard/billing/"
 
 
-def test_an_unknown_pack_is_refused_with_a_message(fake_stripe):  # noqa: F811
-    user = user_signup(username="olga", email="olga@example.com", password="x" * 12)
+def test_an_unknown_pack_is_refused_with_a_message(fake_stripe, make_user):  # noqa: F811
+    user = make_user("olga")
     client = Client()
     client.force_login(user)
     response = client.post("/dashboard/billing/checkout/", {"pack": "nope"}, follow=True)

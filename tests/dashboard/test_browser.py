@@ -5,11 +5,10 @@ import pytest
 import requests
 
 from apps.accounts.services import api_key_create
-from apps.dashboard.services import user_signup
 from apps.jobs.catalog import submission_clean
 from apps.jobs.services import job_submit
 from apps.webhooks.services import webhook_create
-from tests.dashboard.conftest import screenshot, sign_up
+from tests.dashboard.conftest import PASSWORD, screenshot, sign_up
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -34,6 +33,7 @@ def test_sign_up_submit_watch_and_download_a_fold(
 
     page.click("text=API keys")
     page.fill("input[name=name]", "laptop")
+    page.fill("input[name=password]", PASSWORD)
     page.click("text=Create key")
     raw_key = page.locator("#raw-key").inner_text()
     assert raw_key.startswith("pk_") and len(raw_key) > 20
@@ -98,8 +98,8 @@ def test_sign_up_submit_watch_and_download_a_fold(
     screenshot(page, "09-billing")
 
 
-def test_another_account_sees_none_of_it(new_page, loopback_webhooks):
-    owner = user_signup(username="olga", email="olga@example.com", password="x" * 12)
+def test_another_account_sees_none_of_it(new_page, loopback_webhooks, make_user):
+    owner = make_user("olga")
     job = job_submit(
         account=owner.account,
         api_key=None,

@@ -1,5 +1,6 @@
-"""Fast checks of the dashboard through Django's test client: login throttling, CSRF, sign-up
-credits, password reset mail, and tenant scoping of the session-authenticated downloads."""
+"""Fast checks of the dashboard through Django's test client: login lockout, CSRF, sign-up
+credits after email verification, password reset mail, and tenant scoping of the
+session-authenticated downloads. The hostile cases are in tests/hostile/test_signup_login.py."""
 
 import re
 
@@ -9,13 +10,12 @@ from django.test import Client
 
 from apps.accounts.services import api_key_create
 from apps.billing.models import LedgerEntry
-from apps.dashboard.services import user_signup
 from apps.jobs.catalog import submission_clean
 from apps.jobs.services import job_submit
+from tests.dashboard.conftest import PASSWORD, verification_path
 
 pytestmark = pytest.mark.django_db
 
-PASSWORD = "correct horse battery staple 42"
 RECEPTOR_PDB = """\
 ATOM      1  N   GLY A   1      -1.195   0.000   0.000  1.00  0.00           N
 ATOM      2  CA  GLY A   1       0.000   0.000   0.000  1.00  0.00           C
@@ -26,8 +26,8 @@ END
 
 
 @pytest.fixture
-def olga():
-    return user_signup(username="olga", email="olga@example.com", password=PASSWORD)
+def olga(make_user):
+    return make_user("olga")
 
 
 def signed_in(user) -> Client:
@@ -36,43 +36,53 @@ def signed_in(user) -> Client:
     return client
 
 
-def test_sign_up_grants_the_trial_credits_and_signs_in(settings):
+def test_sign_up_grants_the_trial_credits_once_the_email_is_verified(
+    settings, mailoutbox, django_capture_on_commit_callbacks
+):
     settings.PHONOS_SIGNUP_CREDITS = 250
     client = Client()
-    response = client.post(
-        "/dashboard/signup/",
-        {
-            "username": "newbie",
-            "email": "newbie@example.com",
-            "password1": PASSWORD,
-            "password2": PASSWORD,
-        },
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            "/dashboard/signup/",
+            {
+                "username": "newbie",
+                "email": "newbie@example.com",
+                "password1": PASSWORD,
+                "password2": PASSWORD,
+            },
+        )
     assert response.status_code == 302 and response["Location"] == "/dashboard/"
     page = client.get("/dashboard/")
+    assert re.search(rb'data-testid="balance">0<', page.content)
+    assert b'data-testid="verify-email"' in page.content
+    assert client.get(verification_path("newbie@example.com")).status_code == 302
+    page = client.get("/dashboard/")
     assert re.search(rb'data-testid="balance">250<', page.content)
+    assert b'data-testid="verify-email"' not in page.content
     entry = LedgerEntry.objects.get(account__username="newbie")
     assert entry.amount == 250
 
 
-def test_repeated_failed_logins_are_refused_even_with_the_right_password(olga, settings):
-    settings.PHONOS_LOGIN_MAX_FAILURES = 3
+def test_repeated_failed_logins_are_refused_even_with_the_right_password(olga, make_user, settings):
+    settings.PHONOS_LOGIN_MAX_FAILURES = settings.AXES_FAILURE_LIMIT = 3
     client = Client()
-    for _ in range(3):
+    for _ in range(2):
         response = client.post("/dashboard/login/", {"username": "olga", "password": "wrong"})
-        assert response.status_code == 200
         assert b"Please enter a correct username and password" in response.content
+    # The failure that reaches the limit is already answered with the lockout.
+    response = client.post("/dashboard/login/", {"username": "olga", "password": "wrong"})
+    assert response.status_code == 429
     response = client.post("/dashboard/login/", {"username": "olga", "password": PASSWORD})
-    assert response.status_code == 200
+    assert response.status_code == 429
     assert b"Too many failed log-in attempts" in response.content
-    # Another username from the same address is not locked out.
-    other = user_signup(username="pia", email="pia@example.com", password=PASSWORD)
+    # Another username from the same address is not locked out (its limit is per address).
+    other = make_user("pia")
     response = client.post("/dashboard/login/", {"username": other.username, "password": PASSWORD})
     assert response.status_code == 302
 
 
 def test_a_successful_login_clears_the_failures(olga, settings):
-    settings.PHONOS_LOGIN_MAX_FAILURES = 2
+    settings.PHONOS_LOGIN_MAX_FAILURES = settings.AXES_FAILURE_LIMIT = 2
     client = Client()
     client.post("/dashboard/login/", {"username": "olga", "password": "wrong"})
     assert (
@@ -107,6 +117,7 @@ def test_pages_need_a_session(olga):
 
 
 def test_password_reset_mails_a_working_link(olga, mailoutbox):
+    mailoutbox.clear()  # the sign-up's verification mail
     client = Client()
     assert (
         client.post("/dashboard/password-reset/", {"email": "olga@example.com"}).status_code == 302
@@ -121,17 +132,18 @@ def test_password_reset_mails_a_working_link(olga, mailoutbox):
         {"new_password1": new_password, "new_password2": new_password},
     )
     assert response.status_code == 302
-    assert Client().login(username="olga", password=new_password)
+    login = Client().post("/dashboard/login/", {"username": "olga", "password": new_password})
+    assert login.status_code == 302
 
 
-def test_other_accounts_objects_answer_404(olga):
+def test_other_accounts_objects_answer_404(olga, make_user):
     job = job_submit(
         account=olga.account,
         api_key=None,
         submission=submission_clean({"model": "esmfold", "sequence": "MKTAYIAK"}),
     )
     key = api_key_create(account=olga.account).api_key
-    mallory = signed_in(user_signup(username="mallory", email="m@example.com", password=PASSWORD))
+    mallory = signed_in(make_user("mallory"))
     for path in (
         f"/dashboard/jobs/{job.id}/",
         f"/dashboard/jobs/{job.id}/confidence.json",
@@ -161,7 +173,7 @@ def test_billing_lists_packs_and_disables_buying_without_stripe(olga, settings):
     settings.STRIPE_SECRET_KEY = ""
     response = signed_in(olga).get("/dashboard/billing/")
     assert response.status_code == 200
-    assert b"Initial credits" in response.content
+    assert b"Trial credits" in response.content
     assert response.content.count(b"disabled>Buy</button>") >= 1
     checkout = signed_in(olga).post("/dashboard/billing/checkout/", {"pack": "starter"})
     assert checkout.status_code == 302 and checkout["Location"] == "/dashboard/billing/"

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.accounts.selectors import account_get
+from apps.accounts.selectors import account_get, account_get_by_verified_email
 from apps.accounts.services import account_create, api_key_create
 from apps.billing.services import credits_grant
 from apps.common.exceptions import ApplicationError
@@ -20,8 +20,10 @@ class Command(BaseCommand):
         create.add_argument("--key-name", default="default")
         grant = actions.add_parser("grant", help="Add credits to an account (a ledger grant)")
         target = grant.add_mutually_exclusive_group(required=True)
-        target.add_argument("--account", type=int, dest="account_id")
-        target.add_argument("--email")
+        target.add_argument("--account", type=int, dest="account_id", help="The account's id")
+        target.add_argument(
+            "--email", help="Only an address one account has verified; otherwise use --account"
+        )
         grant.add_argument("--credits", type=int, required=True)
         grant.add_argument("--reason", default="Operator grant")
 
@@ -37,7 +39,10 @@ class Command(BaseCommand):
     ) -> dict:
         if credits < 0:
             raise CommandError("--credits must not be negative")
-        account = account_create(username=username or email, email=email, credits=credits)
+        # The operator vouches for the address they type, so it counts as verified.
+        account = account_create(
+            username=username or email, email=email, credits=credits, email_verified=True
+        )
         created = api_key_create(account=account, name=key_name)
         return {
             "account_id": account.id,
@@ -51,8 +56,16 @@ class Command(BaseCommand):
     def _grant(
         self, *, account_id: int | None, email: str | None, credits: int, reason: str, **_
     ) -> dict:
-        account = account_get(account_id=account_id, email=email)
-        if account is None:
-            raise CommandError("No such account")
+        if account_id is not None:
+            account = account_get(account_id=account_id)
+            if account is None:
+                raise CommandError(f"No account with id {account_id}")
+        else:
+            # An unverified address proves nothing: anyone can sign up with any address.
+            account = account_get_by_verified_email(email=email)
+            if account is None:
+                raise CommandError(
+                    f"No account has verified {email!r}; grant by --account ID instead"
+                )
         entry = credits_grant(account_id=account.id, amount=credits, description=reason)
         return {"account_id": account.id, "granted": credits, "balance": entry.balance_after}
