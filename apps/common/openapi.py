@@ -9,6 +9,7 @@ import threading
 from typing import Any, ClassVar
 
 from django.http import HttpResponse
+from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularJSONAPIView
 from rest_framework.request import Request
 
@@ -20,6 +21,7 @@ class CachedOpenApiView(SpectacularJSONAPIView):
     _documents: ClassVar[dict[str, tuple[bytes, str, str]]] = {}
     _lock = threading.Lock()
 
+    @extend_schema(exclude=True)
     def get(self, request: Request, *args: Any, **kwargs: Any) -> HttpResponse:
         media_type = request.accepted_media_type
         document = self._documents.get(media_type)

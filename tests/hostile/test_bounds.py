@@ -19,9 +19,10 @@ from tests.workers.test_docking import LIGAND, PROTEIN_PDB, wait_for_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-# RDKit takes about 2 s to parse a megabyte of SMILES; refusing it must not.
+# RDKit takes 2 s (a fast machine) to 8 s (the CI machine) to parse a megabyte of SMILES;
+# refusing 2 MB unparsed takes a fraction of a second, with room here for a busy machine.
 HUGE_SMILES = "C" * 2_000_000
-FAST_ANSWER_SECONDS = 1.0
+FAST_ANSWER_SECONDS = 3.0
 # 151 carbons: 151 characters, far below the character bound, one atom above the heavy-atom one.
 TOO_MANY_ATOMS = "C" * 151
 
