@@ -428,6 +428,23 @@ PHONOS_TLS_TERMINATED_AT_PROXY = env_bool("PHONOS_TLS_TERMINATED_AT_PROXY", Fals
 if PHONOS_TLS_TERMINATED_AT_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# --- Bounds and retention (docs/operations.md) ---------------------------------------------------
+# A docking ligand: its SMILES length is checked before RDKit parses it, then its heavy atoms.
+PHONOS_MAX_LIGAND_SMILES_CHARS = env_int("PHONOS_MAX_LIGAND_SMILES_CHARS", 1000, minimum=1)
+PHONOS_MAX_LIGAND_HEAVY_ATOMS = env_int("PHONOS_MAX_LIGAND_HEAVY_ATOMS", 150, minimum=1)
+# How long rows are kept before the `retention-prune` beat task (and `phonos_prune`) delete them;
+# webhook deliveries keep PHONOS_WEBHOOK_DELIVERY_RETENTION_DAYS, idempotency records 24 h.
+PHONOS_RETENTION_JOB_EVENTS_DAYS = env_int("PHONOS_RETENTION_JOB_EVENTS_DAYS", 30, minimum=1)
+# The usage endpoint answers at most 90 days, so 90 is the least that keeps it whole.
+PHONOS_RETENTION_USAGE_DAYS = env_int("PHONOS_RETENTION_USAGE_DAYS", 90, minimum=90)
+PHONOS_RETENTION_BATCH_SIZE = env_int("PHONOS_RETENTION_BATCH_SIZE", 1000, minimum=1)
+PHONOS_RETENTION_INTERVAL_SECONDS = env_int("PHONOS_RETENTION_INTERVAL_SECONDS", 3600, minimum=1)
+CELERY_BEAT_SCHEDULE["retention-prune"] = {
+    "task": "apps.jobs.tasks.retention_prune",
+    "schedule": float(PHONOS_RETENTION_INTERVAL_SECONDS),
+    "options": {"queue": "light", "expires": PHONOS_RETENTION_INTERVAL_SECONDS},
+}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,11 +1,12 @@
 from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
-from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularSwaggerView
 
 from apps.accounts.apis import AccountApi
 from apps.billing.apis import StripeWebhookApi
 from apps.common.apis import HealthApi
+from apps.common.openapi import CachedOpenApiView
 from apps.jobs.apis import (
     BatchApi,
     JobCancelApi,
@@ -60,11 +61,7 @@ v1 = [
     ),
     path("", include("apps.webhooks.urls")),
     path("", include("apps.billing.urls")),
-    path(
-        "openapi.json",
-        SpectacularJSONAPIView.as_view(authentication_classes=[], permission_classes=[]),
-        name="openapi",
-    ),
+    path("openapi.json", CachedOpenApiView.as_view(), name="openapi"),
     path(
         "docs",
         SpectacularSwaggerView.as_view(

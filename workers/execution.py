@@ -27,6 +27,7 @@ from apps.jobs.services import (
 )
 from apps.jobs.storage import get_storage
 from workers.runners import MODEL_IDS, JobInputs, Runner, RunnerError, get_runner
+from workers.runners.scrub import server_paths_scrub
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,8 @@ def job_execute(*, job_id: str) -> str:
     except JobNoLongerRunning:
         logger.info("Job %s was cancelled while running", job.id)
     except RunnerError as error:
-        job_fail(job_id=job.id, error=error.message)
+        # Runner messages quote worker files (tmp dirs, checkouts); tenants read this one.
+        job_fail(job_id=job.id, error=server_paths_scrub(error.message))
     except Exception as error:
         from celery.exceptions import SoftTimeLimitExceeded
 
@@ -178,7 +180,8 @@ def job_execute(*, job_id: str) -> str:
             )
     finally:
         heartbeat.stopped.set()
-    return Job.objects.values_list("status", flat=True).get(id=job.id)
+    # An account deleted while its job ran takes the job row with it.
+    return Job.objects.values_list("status", flat=True).filter(id=job.id).first() or "missing"
 
 
 def _store_outputs(*, job: Job, files: list, primary: str) -> str:

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
-from apps.dashboard import result_views, views
+from apps.dashboard import account_views, result_views, views
 
 app_name = "dashboard"
 
@@ -89,4 +89,5 @@ urlpatterns = [
     path("usage/", views.usage, name="usage"),
     path("billing/", views.billing, name="billing"),
     path("billing/checkout/", views.billing_checkout, name="billing_checkout"),
+    path("account/delete/", account_views.account_delete_view, name="account_delete"),
 ]

@@ -67,6 +67,8 @@ for row in rows:
             writer = Chem.SDWriter(os.path.join(out, name))
             writer.write(pose)
             writer.close()
+    # As DiffDock does, the log names the files it read (server paths a tenant must not see).
+    print(f"csv={{args.protein_ligand_csv}}")
     print(f"steps={{args.inference_steps}} samples={{args.samples_per_complex}}")
 """
 

@@ -30,6 +30,7 @@ from workers.runners.docking import (
     read_ligand_smiles,
     read_protein,
 )
+from workers.runners.scrub import server_paths_scrub
 
 DIR_SETTING = "PHONOS_DIFFDOCK_DIR"
 PYTHON_SETTING = "PHONOS_DIFFDOCK_PYTHON"
@@ -114,10 +115,11 @@ class DiffDockRunner:
                 log_path=log_path,
             )
             inference_s = time.perf_counter() - started
+        # The log is one of the job's files: the tenant sees it without this worker's paths.
+        log_text = server_paths_scrub(log_path.read_text(errors="replace"))
+        log_path.write_text(log_text)
         if returncode != 0:
-            raise RunnerError(
-                f"DiffDock exited with status {returncode}: {_last_lines(log_path.read_text())}"
-            )
+            raise RunnerError(f"DiffDock exited with status {returncode}: {_last_lines(log_text)}")
 
         writing_started = time.perf_counter()
         progress("writing_outputs", None)

@@ -1,0 +1,23 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from apps.jobs.retention import retention_prune
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete rows past their retention (idempotency records, job events of finished jobs, "
+        "finished webhook deliveries, usage records), in batches. Prints what was deleted as "
+        "JSON. The `retention-prune` beat task does the same every hour."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--batch-size", type=int, default=None, help="Rows per DELETE statement"
+        )
+
+    def handle(self, *args, batch_size: int | None, **options) -> None:
+        if batch_size is not None and batch_size < 1:
+            raise CommandError("--batch-size must be at least 1")
+        self.stdout.write(json.dumps(retention_prune(batch_size=batch_size).as_dict()))
