@@ -129,6 +129,8 @@ class Job(_Resource):
     output_file: str | None = None
     download_url: str | None = None
     depends_on: str | None = None
+    sequence: str = ""
+    params: dict[str, Any] | None = None
     _client: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
