@@ -19,6 +19,13 @@ class ErrorSerializer(serializers.Serializer):
     message = serializers.CharField(help_text="What went wrong, naming the offending field")
 
 
+class TooManyRequestsSerializer(ErrorSerializer):
+    reason = serializers.ChoiceField(
+        choices=["rate_limit", "active_jobs", "queue_full", "stream_limit"],
+        help_text="Which limit was reached, as a stable word to branch on",
+    )
+
+
 ERROR_DESCRIPTIONS = {
     400: "Bad Request: invalid parameters",
     401: "Unauthorized: missing, malformed or revoked API key",
@@ -39,7 +46,10 @@ def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
     """The error envelope for 401 and 429, which every authenticated operation can answer,
     and for the other `statuses` that this operation can answer."""
     return {
-        status: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[status])
+        status: OpenApiResponse(
+            TooManyRequestsSerializer if status == 429 else ErrorSerializer,
+            description=ERROR_DESCRIPTIONS[status],
+        )
         for status in sorted({401, 429, *statuses})
     }
 
@@ -72,6 +82,7 @@ class PhonosApiView(APIView):
             raise TooManyRequests(
                 f"You have exceeded the rate limit of {decision.limit} requests per minute",
                 error="Rate limit exceeded",
+                reason="rate_limit",
                 retry_after=decision.reset_seconds,
             )
 

@@ -55,8 +55,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, ApplicationError):
         status, body = exc.status_code, error_body(exc.status_code, exc.message, exc.error)
-        if isinstance(exc, TooManyRequests) and exc.retry_after is not None:
-            headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, TooManyRequests):
+            body["reason"] = exc.reason
+            if exc.retry_after is not None:
+                headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, drf_exceptions.ValidationError):
         status = 400
         body = error_body(400, "; ".join(flatten_validation_detail(exc.detail)))

@@ -41,9 +41,16 @@ class TooManyRequests(ApplicationError):
     error = "Too Many Requests"
 
     def __init__(
-        self, message: str, *, error: str | None = None, retry_after: int | None = None
+        self,
+        message: str,
+        *,
+        reason: str,
+        error: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message, error=error)
+        # A stable word a client can branch on: rate_limit, active_jobs, queue_full, ...
+        self.reason = reason
         self.retry_after = retry_after
 
 

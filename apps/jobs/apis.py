@@ -93,6 +93,9 @@ class JobSerializer(serializers.Serializer):
         required=False,
         help_text="A pipeline's dock: the fold job whose structure it docks against",
     )
+    # The request echoed, as checked and stored, so a client can reproduce the run.
+    sequence = serializers.CharField(help_text="The protein sequence, or the ligand's SMILES")
+    params = serializers.DictField(help_text="The model parameters the job runs with")
 
     def to_representation(self, job: Job) -> dict:
         data = super().to_representation(job)
@@ -440,8 +443,11 @@ class JobListApi(PhonosApiView):
         pagination = PaginationSerializer()
 
     class FilterSerializer(PageQuerySerializer):
-        status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
-        model = serializers.ChoiceField(choices=list(MODELS), required=False)
+        # `all` (the documented default) and an empty value mean no filter.
+        status = serializers.ChoiceField(
+            choices=["all", *Job.Status.values], required=False, allow_blank=True
+        )
+        model = serializers.ChoiceField(choices=["all", *MODELS], required=False, allow_blank=True)
         search = serializers.CharField(required=False, max_length=200)
 
     @extend_schema(
@@ -456,8 +462,8 @@ class JobListApi(PhonosApiView):
         params = filters.validated_data
         jobs = job_list(
             account=request.user,
-            status=params.get("status"),
-            model=params.get("model"),
+            status=params.get("status") if params.get("status") != "all" else None,
+            model=params.get("model") if params.get("model") != "all" else None,
             search=params.get("search"),
         )
         page, pagination = paginate(jobs, limit=params["limit"], offset=params["offset"])

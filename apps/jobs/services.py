@@ -65,6 +65,7 @@ def _queue_capacity_check(*, new_jobs: int) -> None:
         raise TooManyRequests(
             "The job queue is at capacity; please retry in a few minutes",
             error="Queue full",
+            reason="queue_full",
             retry_after=60,
         )
 
@@ -87,6 +88,7 @@ def _job_create(
             f"This account already has {limit} active jobs, the most it may have at once; "
             "wait for some to finish",
             error="Too many active jobs",
+            reason="active_jobs",
             retry_after=30,
         )
     job = Job.objects.create(
