@@ -26,6 +26,7 @@ from apps.jobs.services import (
     job_start,
 )
 from apps.jobs.storage import get_storage
+from apps.ops.context import log_context_bind, log_context_reset
 from workers.runners import MODEL_IDS, JobInputs, Runner, RunnerError, get_runner
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,9 @@ def job_execute(*, job_id: str) -> str:
         logger.info("Job %s not claimed (status %s); nothing to do", job_id, current)
         return current or "missing"
 
+    # Every line logged while this job runs names it and the request that submitted it.
+    log_token = log_context_bind(request_id=job.request_id, job_id=str(job.id))
+
     def progress(stage: str, fraction: float | None) -> None:
         if not job_progress(job_id=job.id, stage=stage, progress=fraction):
             raise JobNoLongerRunning(str(job.id))
@@ -178,6 +182,7 @@ def job_execute(*, job_id: str) -> str:
             )
     finally:
         heartbeat.stopped.set()
+        log_context_reset(log_token)
     return Job.objects.values_list("status", flat=True).get(id=job.id)
 
 
