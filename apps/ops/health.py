@@ -43,11 +43,11 @@ def _database_check() -> str:
 
 
 @cache
-def _redis_client() -> Any:
+def _redis_client(url: str) -> Any:
     import redis
 
     return redis.Redis.from_url(
-        settings.REDIS_URL,
+        url,
         socket_connect_timeout=CHECK_TIMEOUT_SECONDS,
         socket_timeout=CHECK_TIMEOUT_SECONDS,
     )
@@ -56,19 +56,19 @@ def _redis_client() -> Any:
 def _redis_check() -> str:
     if not settings.REDIS_URL:
         return "not configured (embedded default)"
-    _redis_client().ping()
+    _redis_client(settings.REDIS_URL).ping()
     return ""
 
 
 @cache
-def _s3_client() -> Any:
+def _s3_client(endpoint_url: str, region: str) -> Any:
     import boto3
     from botocore.config import Config
 
     return boto3.client(
         "s3",
-        endpoint_url=settings.PHONOS_S3_ENDPOINT_URL or None,
-        region_name=settings.PHONOS_S3_REGION or None,
+        endpoint_url=endpoint_url or None,
+        region_name=region or None,
         config=Config(
             connect_timeout=CHECK_TIMEOUT_SECONDS,
             read_timeout=CHECK_TIMEOUT_SECONDS,
@@ -79,7 +79,9 @@ def _s3_client() -> Any:
 
 def _object_store_check() -> str:
     if settings.PHONOS_S3_BUCKET:
-        _s3_client().head_bucket(Bucket=settings.PHONOS_S3_BUCKET)
+        _s3_client(settings.PHONOS_S3_ENDPOINT_URL, settings.PHONOS_S3_REGION).head_bucket(
+            Bucket=settings.PHONOS_S3_BUCKET
+        )
         return f"s3 bucket {settings.PHONOS_S3_BUCKET}"
     directory = settings.PHONOS_STORAGE_DIR
     if not directory.is_dir() or not os.access(directory, os.W_OK):
