@@ -127,6 +127,13 @@ def job_execute(*, job_id: str) -> str:
 
     # Every line logged while this job runs names it and the request that submitted it.
     log_token = log_context_bind(request_id=job.request_id, job_id=str(job.id))
+    logger.info(
+        "Job %s started: %s, attempt %s",
+        job.id,
+        job.model,
+        job.attempts,
+        extra={"model": job.model, "attempt": job.attempts},
+    )
 
     def progress(stage: str, fraction: float | None) -> None:
         if not job_progress(job_id=job.id, stage=stage, progress=fraction):
@@ -158,6 +165,7 @@ def job_execute(*, job_id: str) -> str:
         if job_complete(
             job_id=job.id, output_file=output_file, summary=result.summary, metadata=metadata
         ):
+            logger.info("Job %s completed", job.id, extra={"model": job.model})
             return Job.Status.COMPLETED
         logger.info("Job %s finished after it was cancelled; its outputs are dropped", job.id)
         get_storage().delete_prefix(job_output_prefix(job=job))
