@@ -79,9 +79,12 @@ INSTALLED_APPS = [
     "apps.webhooks",
     "apps.dashboard",
     "axes",
+    "apps.ops",
 ]
 
 MIDDLEWARE = [
+    # First, so that every answer (a 413 too) carries X-Request-ID and is counted.
+    "apps.ops.middleware.RequestObservabilityMiddleware",
     "apps.common.middleware.RequestSizeLimitMiddleware",
     "apps.usage.middleware.UsageRecordingMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -445,10 +448,31 @@ CELERY_BEAT_SCHEDULE["retention-prune"] = {
     "options": {"queue": "light", "expires": PHONOS_RETENTION_INTERVAL_SECONDS},
 }
 
+# --- Operations: logs and metrics (docs/operations.md) ------------------------------------------
+# Every log line carries the request id (and, in a worker, the job id); `json` writes one JSON
+# object a line for a log pipeline, `text` is for people reading a terminal.
+PHONOS_LOG_FORMAT = env_str("PHONOS_LOG_FORMAT", "json" if IS_PRODUCTION else "text")
+if PHONOS_LOG_FORMAT not in {"json", "text"}:
+    raise ImproperlyConfiguredEnv(
+        f"PHONOS_LOG_FORMAT must be json or text, got {PHONOS_LOG_FORMAT!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"log_context": {"()": "apps.ops.logs.LogContextFilter"}},
+    "formatters": {
+        "json": {"()": "apps.ops.logs.PhonosJsonFormatter"},
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["log_context"],
+            "formatter": PHONOS_LOG_FORMAT,
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
+# GET /metrics answers only to `Authorization: Bearer <this>`; empty turns the endpoint off (404).
+PHONOS_METRICS_TOKEN = env_str("PHONOS_METRICS_TOKEN")

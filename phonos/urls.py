@@ -26,6 +26,7 @@ from apps.jobs.result_apis import (
     JobStructureApi,
 )
 from apps.jobs.structure_apis import StructureFetchApi, StructureParseApi
+from apps.ops.views import health_live, health_ready, metrics
 from apps.usage.apis import UsageApi
 
 handler404 = "apps.common.exception_handler.json_not_found"
@@ -33,6 +34,8 @@ handler500 = "apps.common.exception_handler.json_server_error"
 
 v1 = [
     path("health", HealthApi.as_view(), name="health"),
+    path("health/live", health_live, name="health-live"),
+    path("health/ready", health_ready, name="health-ready"),
     path("models", ModelsApi.as_view(), name="models"),
     path("predict", PredictApi.as_view(), name="predict"),
     path("validate", ValidateApi.as_view(), name="validate"),
@@ -74,6 +77,7 @@ v1 = [
 urlpatterns = [
     path("v1/", include(v1)),
     path("admin/", admin.site.urls),
+    path("metrics", metrics, name="metrics"),
     path("stripe/webhook", StripeWebhookApi.as_view(), name="stripe-webhook"),
     path("dashboard/", include("apps.dashboard.urls")),
     path("", RedirectView.as_view(pattern_name="dashboard:overview"), name="home"),

@@ -26,6 +26,7 @@ from apps.jobs.services import (
     job_start,
 )
 from apps.jobs.storage import get_storage
+from apps.ops.context import log_context_bind, log_context_reset
 from workers.runners import MODEL_IDS, JobInputs, Runner, RunnerError, get_runner
 from workers.runners.scrub import server_paths_scrub
 
@@ -125,6 +126,16 @@ def job_execute(*, job_id: str) -> str:
         logger.info("Job %s not claimed (status %s); nothing to do", job_id, current)
         return current or "missing"
 
+    # Every line logged while this job runs names it and the request that submitted it.
+    log_token = log_context_bind(request_id=job.request_id, job_id=str(job.id))
+    logger.info(
+        "Job %s started: %s, attempt %s",
+        job.id,
+        job.model,
+        job.attempts,
+        extra={"model": job.model, "attempt": job.attempts},
+    )
+
     def progress(stage: str, fraction: float | None) -> None:
         if not job_progress(job_id=job.id, stage=stage, progress=fraction):
             raise JobNoLongerRunning(str(job.id))
@@ -155,6 +166,7 @@ def job_execute(*, job_id: str) -> str:
         if job_complete(
             job_id=job.id, output_file=output_file, summary=result.summary, metadata=metadata
         ):
+            logger.info("Job %s completed", job.id, extra={"model": job.model})
             return Job.Status.COMPLETED
         logger.info("Job %s finished after it was cancelled; its outputs are dropped", job.id)
         get_storage().delete_prefix(job_output_prefix(job=job))
@@ -180,6 +192,7 @@ def job_execute(*, job_id: str) -> str:
             )
     finally:
         heartbeat.stopped.set()
+        log_context_reset(log_token)
     # An account deleted while its job ran takes the job row with it.
     return Job.objects.values_list("status", flat=True).filter(id=job.id).first() or "missing"
 

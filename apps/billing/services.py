@@ -25,6 +25,7 @@ from apps.billing.stripe_client import (
     stripe_payments_enabled,
 )
 from apps.common.exceptions import ApplicationError, InsufficientCredits, InvalidInput
+from apps.ops.metrics import credits_debited_observe
 
 logger = logging.getLogger(__name__)
 
@@ -104,15 +105,19 @@ def credits_purchase(
         return None
 
 
-def credits_debit_for_job(*, account_id: int, job_id: uuid.UUID, cost: int) -> LedgerEntry:
+def credits_debit_for_job(
+    *, account_id: int, job_id: uuid.UUID, cost: int, model: str
+) -> LedgerEntry:
     """Charge a job. Must run inside the transaction that creates the job."""
-    return _apply(
+    entry = _apply(
         account_id=account_id,
         amount=-cost,
         kind=LedgerEntry.Kind.JOB_DEBIT,
         job_id=job_id,
         description="Job submitted",
     )
+    credits_debited_observe(model=model, amount=cost)
+    return entry
 
 
 def credits_refund_for_job(

@@ -2,6 +2,8 @@ import uuid
 
 from django.db import models
 
+from apps.ops.context import REQUEST_ID_MAX_LENGTH
+
 
 class Job(models.Model):
     class Status(models.TextChoices):
@@ -38,6 +40,8 @@ class Job(models.Model):
     result_summary = models.JSONField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # The X-Request-ID of the submission: the worker's log lines and the webhooks carry it too.
+    request_id = models.CharField(max_length=REQUEST_ID_MAX_LENGTH, blank=True, default="")
     enqueued_at = models.DateTimeField(null=True, blank=True)
     # Written by the worker every few seconds while it runs the job; a stale heartbeat means
     # the worker died and the sweeper hands the job to another one.

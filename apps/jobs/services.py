@@ -26,6 +26,8 @@ from apps.jobs.selectors import (
     protein_job_get,
     queued_job_count,
 )
+from apps.ops.context import request_id_current
+from apps.ops.metrics import job_finished_observe
 from apps.webhooks.services import webhook_event_emit
 
 logger = logging.getLogger(__name__)
@@ -81,7 +83,9 @@ def _job_create(
     """Debit and create one job; the caller holds the transaction and publishes it."""
     # The debit's conditional UPDATE locks the account row until commit, which also makes the
     # active-job count below exact under concurrent submissions.
-    credits_debit_for_job(account_id=account.id, job_id=job_id, cost=submission.cost)
+    credits_debit_for_job(
+        account_id=account.id, job_id=job_id, cost=submission.cost, model=submission.spec.id
+    )
     limit = account.active_job_limit
     if active_job_count(account_id=account.id) >= limit:
         raise TooManyRequests(
@@ -102,6 +106,7 @@ def _job_create(
         cost_credits=submission.cost,
         depends_on_id=depends_on_id,
         stage=WAITING_FOR_DEPENDENCY if depends_on_id else "queued",
+        request_id=request_id_current(),
     )
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     return job
@@ -199,6 +204,7 @@ def job_cancel(*, account: Account, job_id: uuid.UUID | str) -> Job:
         raise Conflict(f"Job {job.id} changed to {current} while it was being cancelled")
     job.refresh_from_db()
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
+    job_finished_observe(job=job)
     _refund(job, reason="Job cancelled")
     webhook_event_emit(job=job, event="job.cancelled")
     _dependents_fail(job_id=job.id, reason="was cancelled")
@@ -365,7 +371,9 @@ def job_complete(
     if changed != 1:
         return False
     job_event_record(job_id=job_id, status=Job.Status.COMPLETED, stage="done", progress=1.0)
-    webhook_event_emit(job=Job.objects.get(id=job_id), event="job.completed")
+    job = Job.objects.get(id=job_id)
+    job_finished_observe(job=job)
+    webhook_event_emit(job=job, event="job.completed")
     _dependents_release(job_id=job_id)
     return True
 
@@ -387,7 +395,9 @@ def job_fail(*, job_id: uuid.UUID | str, error: str) -> bool:
         return False
     job_event_record(job_id=job.id, status=Job.Status.FAILED, stage="done")
     _refund(job, reason="Job failed")
-    webhook_event_emit(job=Job.objects.get(id=job.id), event="job.failed")
+    job.refresh_from_db()
+    job_finished_observe(job=job)
+    webhook_event_emit(job=job, event="job.failed")
     _dependents_fail(job_id=job.id, reason=f"failed: {error}")
     return True
 

@@ -2,6 +2,8 @@ import uuid
 
 from django.db import models
 
+from apps.ops.context import REQUEST_ID_MAX_LENGTH
+
 
 class Webhook(models.Model):
     """An account's endpoint for job events. The signing secret is kept encrypted, never hashed:
@@ -63,6 +65,8 @@ class WebhookDelivery(models.Model):
     event = models.CharField(max_length=32)
     # The exact body, so that every attempt sends (and signs) the same bytes.
     payload = models.TextField()
+    # The request id of the job (or test request) it announces, sent as X-Request-ID.
+    request_id = models.CharField(max_length=REQUEST_ID_MAX_LENGTH, blank=True, default="")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempt_count = models.PositiveSmallIntegerField(default=0)
     max_attempts = models.PositiveSmallIntegerField()

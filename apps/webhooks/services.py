@@ -26,6 +26,13 @@ from apps.accounts.models import Account
 from apps.common.exceptions import Conflict, InvalidInput
 from apps.common.queues import Queue
 from apps.jobs.models import Job
+from apps.ops.context import (
+    REQUEST_ID_HEADER,
+    log_context_bind,
+    log_context_reset,
+    request_id_current,
+)
+from apps.ops.metrics import webhook_delivery_observe
 from apps.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 from apps.webhooks.outbound import DestinationRefused, OutboundError, destination_vet, outbound_post
 from apps.webhooks.selectors import webhook_delivery_get, webhook_get
@@ -180,7 +187,9 @@ def _job_data(job: Job) -> dict[str, Any]:
     }
 
 
-def _deliveries_create(*, webhooks: list[Webhook], event: str, payload: str) -> list[uuid.UUID]:
+def _deliveries_create(
+    *, webhooks: list[Webhook], event: str, payload: str, request_id: str
+) -> list[uuid.UUID]:
     """Write the outbox rows and publish them once the surrounding transaction commits."""
     now = timezone.now()
     deliveries = WebhookDelivery.objects.bulk_create(
@@ -189,6 +198,7 @@ def _deliveries_create(*, webhooks: list[Webhook], event: str, payload: str) -> 
                 webhook=webhook,
                 event=event,
                 payload=payload,
+                request_id=request_id,
                 max_attempts=len(settings.PHONOS_WEBHOOK_RETRY_SCHEDULE) + 1,
                 next_attempt_at=now,
             )
@@ -218,7 +228,9 @@ def webhook_event_emit(*, job: Job, event: str) -> None:
     ]
     if webhooks:
         payload = _payload_render(event=event, data=_job_data(job))
-        _deliveries_create(webhooks=webhooks, event=event, payload=payload)
+        _deliveries_create(
+            webhooks=webhooks, event=event, payload=payload, request_id=job.request_id
+        )
 
 
 @transaction.atomic
@@ -236,7 +248,10 @@ def webhook_test_send(*, account: Account, webhook_id: uuid.UUID | str) -> Webho
         },
     )
     [delivery_id] = _deliveries_create(
-        webhooks=[webhook], event=Webhook.TEST_EVENT, payload=payload
+        webhooks=[webhook],
+        event=Webhook.TEST_EVENT,
+        payload=payload,
+        request_id=request_id_current(),
     )
     return WebhookDelivery.objects.get(id=delivery_id)
 
@@ -333,6 +348,8 @@ def _send(*, delivery: WebhookDelivery) -> AttemptOutcome:
         body=delivery.payload,
     )
     headers["Content-Type"] = "application/json"
+    if delivery.request_id:
+        headers[REQUEST_ID_HEADER] = delivery.request_id
     try:
         response = outbound_post(
             url=webhook.url,
@@ -456,8 +473,26 @@ def webhook_delivery_attempt(*, delivery_id: uuid.UUID | str) -> None:
     delivery = WebhookDelivery.objects.select_related("webhook").filter(id=delivery_id).first()
     if delivery is None:
         return
-    outcome = _send(delivery=delivery)
-    _attempt_record(delivery=delivery, lease=lease, attempted_at=now, outcome=outcome)
+    token = log_context_bind(request_id=delivery.request_id)
+    try:
+        outcome = _send(delivery=delivery)
+        _attempt_record(delivery=delivery, lease=lease, attempted_at=now, outcome=outcome)
+        webhook_delivery_observe(succeeded=outcome.succeeded)
+        logger.info(
+            "Webhook delivery %s attempt %s: %s",
+            delivery.id,
+            delivery.attempt_count,
+            "succeeded" if outcome.succeeded else outcome.error,
+            extra={
+                "delivery_id": str(delivery.id),
+                "webhook_event": delivery.event,
+                "attempt": delivery.attempt_count,
+                "http_status": outcome.status_code,
+                "succeeded": outcome.succeeded,
+            },
+        )
+    finally:
+        log_context_reset(token)
 
 
 # --- Sweeping ------------------------------------------------------------------------------------
