@@ -366,3 +366,9 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.request": {"level": "ERROR"}},
 }
+
+# --- Event streams (docs/serving.md) -----------------------------------------------------------
+# Open /v1/jobs/{id}/events (and dashboard) streams one account may hold; 429 beyond.
+PHONOS_MAX_STREAMS_PER_ACCOUNT = env_int("PHONOS_MAX_STREAMS_PER_ACCOUNT", 20, minimum=1)
+# A stream ends after this long with a `timeout` event; the client reconnects with Last-Event-ID.
+PHONOS_STREAM_MAX_SECONDS = env_int("PHONOS_STREAM_MAX_SECONDS", 3600, minimum=1)
