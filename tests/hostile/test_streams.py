@@ -20,7 +20,7 @@ import pytest
 import redis
 import requests
 from django.conf import settings
-from django.db import connections
+from django.db import connection, connections
 from django.test import Client as DjangoClient
 
 from apps.accounts.models import Account, User
@@ -224,6 +224,12 @@ def _in_thread(function: Callable[[], Any]) -> Callable[[], Any]:
     return call
 
 
+def database_connections() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
@@ -315,6 +321,8 @@ def test_200_open_streams_leave_the_api_answering(served):
             return took
 
         latencies = await api_latencies(served, tenants, rounds=40)
+        # Open streams hold no database connection each (the stream process has 4 threads).
+        connections_open = await asyncio.to_thread(_in_thread(database_connections))
         # In waves, as clients reconnecting over time would: each must end within 2 s.
         ended_seconds: list[float] = []
         for wave in range(0, ended_count, 8):
@@ -339,6 +347,7 @@ def test_200_open_streams_leave_the_api_answering(served):
             "opened_seconds": opened_seconds,
             "ended_max_seconds": max(ended_seconds),
             "woken_seconds": woken_seconds,
+            "database_connections": connections_open,
             "samples": len(latencies),
             "p50_ms": percentile(latencies, 0.50) * 1000,
             "p99_ms": percentile(latencies, 0.99) * 1000,
@@ -348,6 +357,7 @@ def test_200_open_streams_leave_the_api_answering(served):
     figures = asyncio.run(scenario())
     print(f"\n{held_count} streams held; API while they were open: {figures}")
     assert figures["p99_ms"] < 200, figures
+    assert figures["database_connections"] < 40, figures
     assert figures["ended_max_seconds"] < 2, figures
     # Pub/sub wakes them: well before the 5 s fallback poll.
     assert figures["woken_seconds"] < 4, figures
