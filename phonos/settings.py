@@ -476,3 +476,9 @@ LOGGING = {
 }
 # GET /metrics answers only to `Authorization: Bearer <this>`; empty turns the endpoint off (404).
 PHONOS_METRICS_TOKEN = env_str("PHONOS_METRICS_TOKEN")
+
+# --- Event streams (docs/serving.md) -----------------------------------------------------------
+# Open /v1/jobs/{id}/events (and dashboard) streams one account may hold; 429 beyond.
+PHONOS_MAX_STREAMS_PER_ACCOUNT = env_int("PHONOS_MAX_STREAMS_PER_ACCOUNT", 20, minimum=1)
+# A stream ends after this long with a `timeout` event; the client reconnects with Last-Event-ID.
+PHONOS_STREAM_MAX_SECONDS = env_int("PHONOS_STREAM_MAX_SECONDS", 3600, minimum=1)

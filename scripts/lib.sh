@@ -61,3 +61,10 @@ ensure_chromium() {
   [ -x /usr/bin/chromium ] && return 0
   log "installing Chromium for the browser tests"; apt_install chromium
 }
+
+# ensure_nginx: Debian's nginx, the reverse proxy of scripts/serve (run as the invoking user,
+# never as a system service).
+ensure_nginx() {
+  command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] && return 0
+  log "installing nginx"; apt_install nginx
+}

@@ -21,7 +21,7 @@ class ErrorSerializer(serializers.Serializer):
 
 class TooManyRequestsSerializer(ErrorSerializer):
     reason = serializers.ChoiceField(
-        choices=["rate_limit", "active_jobs", "queue_full", "stream_limit"],
+        choices=["rate_limit", "active_jobs", "queue_full", "stream_limit", "signup_limit"],
         help_text="Which limit was reached, as a stable word to branch on",
     )
 

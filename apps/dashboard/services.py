@@ -35,7 +35,9 @@ def signup_throttle_hit(*, client_ip: str) -> None:
             count = 1
     if count > settings.PHONOS_SIGNUP_MAX_PER_IP:
         raise TooManyRequests(
-            "Too many sign-ups from your network; try again later", retry_after=window
+            "Too many sign-ups from your network; try again later",
+            reason="signup_limit",
+            retry_after=window,
         )
 
 

@@ -1,7 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
-from apps.dashboard import account_views, result_views, views
+from apps.dashboard import account_views, result_views, stream_views, views
 
 app_name = "dashboard"
 
@@ -57,6 +57,7 @@ jobs = [
     path("jobs/new/", views.submit, name="submit"),
     path("jobs/<str:job_id>/", views.job_detail, name="job"),
     path("jobs/<str:job_id>/live/", views.job_live, name="job_live"),
+    path("jobs/<str:job_id>/events", stream_views.job_events, name="job_events"),
     path("jobs/<str:job_id>/cancel/", views.job_cancel_view, name="job_cancel"),
     path("jobs/<str:job_id>/delete/", views.job_delete_view, name="job_delete"),
     path(

@@ -192,7 +192,8 @@ def job_detail(request: HttpRequest, account: Account, job_id: str) -> HttpRespo
 
 @account_required
 def job_live(request: HttpRequest, account: Account, job_id: str) -> HttpResponse:
-    """The status fragment htmx polls; once the job ends the page reloads to show results."""
+    """The status fragment, fetched on each event of the job's stream (job_live.js); once
+    the job ends the page reloads to show results."""
     job = _found(lambda: job_get(account=account, job_id=job_id))
     response = render(request, "dashboard/_job_status.html", _job_context(job))
     if job.is_terminal:

@@ -2,9 +2,9 @@
 
 import json
 import tempfile
-import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
@@ -23,15 +23,13 @@ from rest_framework.response import Response
 from apps.accounts.models import Account
 from apps.common.apis import PhonosApiView, error_responses
 from apps.common.exceptions import InvalidInput, NotFound
-from apps.jobs.models import Job, JobEvent
+from apps.jobs.models import Job
 from apps.jobs.selectors import job_get
 from apps.jobs.services import job_output_prefix
 from apps.jobs.storage import get_storage
+from apps.jobs.streams import job_event_response, stream_view
 
 CONFIDENCE_FILE = "confidence.json"
-EVENT_POLL_SECONDS = 0.5
-EVENT_KEEPALIVE_SECONDS = 15
-EVENT_STREAM_MAX_SECONDS = 3600
 
 
 def completed_job(*, account: Account, job_id: str) -> Job:
@@ -159,48 +157,6 @@ class EventStreamRenderer(BaseRenderer):
         return json.dumps(data).encode()
 
 
-def _event_payload(job: Job, event: JobEvent) -> dict:
-    payload = {
-        "job_id": str(job.id),
-        "status": event.status,
-        "stage": event.stage,
-        "progress": event.progress,
-        "at": event.created_at.isoformat(),
-    }
-    if event.status == Job.Status.FAILED:
-        payload["error"] = job.error
-    if event.status == Job.Status.COMPLETED:
-        payload["download_url"] = job.download_path
-    return payload
-
-
-def job_events(*, job: Job, after_id: int = 0) -> Iterator[str]:
-    """Server-Sent Events replaying the job's recorded changes in order: `stage` events, then
-    the terminal event (`completed`, `failed` or `cancelled`), then the stream ends. Each event
-    carries an `id`, so a client reconnecting with Last-Event-ID misses nothing."""
-    last_sent = time.monotonic()
-    deadline = last_sent + EVENT_STREAM_MAX_SECONDS
-    yield "retry: 2000\n\n"
-    while time.monotonic() < deadline:
-        events = list(JobEvent.objects.filter(job_id=job.id, id__gt=after_id).order_by("id"))
-        if any(event.status in Job.TERMINAL for event in events):
-            job.refresh_from_db()
-        for event in events:
-            after_id = event.id
-            terminal = event.status in Job.TERMINAL
-            name = event.status if terminal else "stage"
-            yield f"id: {event.id}\nevent: {name}\ndata: {json.dumps(_event_payload(job, event))}\n\n"
-            if terminal:
-                return
-        if events:
-            last_sent = time.monotonic()
-        elif time.monotonic() - last_sent > EVENT_KEEPALIVE_SECONDS:
-            last_sent = time.monotonic()
-            yield ": keep-alive\n\n"
-        time.sleep(EVENT_POLL_SECONDS)
-    yield 'event: timeout\ndata: {"message": "Reconnect to keep following this job"}\n\n'
-
-
 class JobEventsApi(PhonosApiView):
     renderer_classes = [JSONRenderer, EventStreamRenderer]
 
@@ -232,11 +188,14 @@ class JobEventsApi(PhonosApiView):
     )
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
         job = job_get(account=request.user, job_id=job_id)
-        last_event_id = request.headers.get("Last-Event-ID", "0")
-        after_id = int(last_event_id) if last_event_id.isdigit() else 0
-        response = StreamingHttpResponse(
-            job_events(job=job, after_id=after_id), content_type="text/event-stream"
+        return job_event_response(
+            request=request._request,
+            job=job,
+            account_id=request.user.id,
+            last_event_id=request.headers.get("Last-Event-ID"),
         )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"
-        return response
+
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Callable[..., Awaitable[HttpResponse]]:
+        # An async view: under ASGI an open stream holds no thread (see apps/jobs/streams.py).
+        return stream_view(super().as_view(**initkwargs))

@@ -4,6 +4,7 @@ A submission debits the ledger and creates the job in one transaction; the Celer
 enqueued only after that transaction commits, on the model's own queue.
 """
 
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from apps.jobs.selectors import (
 )
 from apps.ops.context import request_id_current
 from apps.ops.metrics import job_finished_observe
+from apps.jobs.streams import job_event_announce
 from apps.webhooks.services import webhook_event_emit
 
 logger = logging.getLogger(__name__)
@@ -284,6 +286,8 @@ def job_event_record(
     *, job_id: uuid.UUID | str, status: str, stage: str, progress: float | None = None
 ) -> None:
     JobEvent.objects.create(job_id=job_id, status=status, stage=stage, progress=progress)
+    # Wakes the streams following this job; they read the event itself from the database.
+    transaction.on_commit(functools.partial(job_event_announce, job_id=job_id))
 
 
 @transaction.atomic

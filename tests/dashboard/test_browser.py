@@ -67,7 +67,7 @@ def test_sign_up_submit_watch_and_download_a_fold(
     page.wait_for_url("**/dashboard/jobs/*/")
     screenshot(page, "05-job-running")
 
-    # The status fragment polls every second and reloads the page once the job has ended.
+    # The page follows the job's event stream and reloads itself once the job has ended.
     page.wait_for_selector("[data-testid=job-status]:text('completed')", timeout=240_000)
     page.wait_for_selector("#molstar[data-loaded=true]", timeout=120_000)
     page.wait_for_selector("#pae[data-loaded=true]")
