@@ -27,9 +27,9 @@ from apps.jobs.selectors import (
     protein_job_get,
     queued_job_count,
 )
+from apps.jobs.streams import job_event_announce
 from apps.ops.context import request_id_current
 from apps.ops.metrics import job_finished_observe
-from apps.jobs.streams import job_event_announce
 from apps.webhooks.services import webhook_event_emit
 
 logger = logging.getLogger(__name__)
