@@ -25,6 +25,7 @@ from apps.jobs.result_apis import (
     JobStructureApi,
 )
 from apps.jobs.structure_apis import StructureFetchApi, StructureParseApi
+from apps.jobs.system_apis import SystemStatusApi, system_status_page
 from apps.usage.apis import UsageApi
 
 handler404 = "apps.common.exception_handler.json_not_found"
@@ -58,6 +59,7 @@ v1 = [
         JobStructureApi.as_view(),
         name="job-results-structure",
     ),
+    path("system/status", SystemStatusApi.as_view(), name="system-status"),
     path("", include("apps.webhooks.urls")),
     path("", include("apps.billing.urls")),
     path(
@@ -76,6 +78,7 @@ v1 = [
 
 urlpatterns = [
     path("v1/", include(v1)),
+    path("admin/system-status/", system_status_page, name="admin-system-status"),
     path("admin/", admin.site.urls),
     path("stripe/webhook", StripeWebhookApi.as_view(), name="stripe-webhook"),
     path("dashboard/", include("apps.dashboard.urls")),

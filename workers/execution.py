@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 _resident_runners: dict[str, Runner] = {}
 _runner_lock = threading.Lock()
+# Models this process has reported ready; a resident model stays loaded for good.
+_ready_models: set[str] = set()
 
 
 class JobNoLongerRunning(Exception):
@@ -115,10 +117,12 @@ def model_load(model_id: str) -> Runner:
         if isinstance(error, RunnerError):
             raise
         raise RunnerError(f"the {model_id} worker could not load its model") from error
-    describe = getattr(runner, "resident_info", None)
-    info = describe() if describe is not None else {}
-    model_state_set(model_id, ready=True, **info)
-    logger.info("Model %s is ready: %s", model_id, info)
+    if model_id not in _ready_models:
+        describe = getattr(runner, "resident_info", None)
+        info = describe() if describe is not None else {}
+        model_state_set(model_id, ready=True, **info)
+        _ready_models.add(model_id)
+        logger.info("Model %s is ready: %s", model_id, info)
     return runner
 
 

@@ -169,3 +169,81 @@ def build_info() -> dict[str, str]:
         except (OSError, subprocess.SubprocessError):
             sha = ""
     return {"version": version, "build": sha or "unknown"}
+
+
+def _queue_depths(queues: list[str]) -> dict[str, int | None]:
+    """LLEN of each Celery queue; None where the broker is not Redis (the embedded default)."""
+    if not settings.REDIS_URL:
+        return dict.fromkeys(queues)
+    client = _redis()
+    with client.pipeline() as pipe:
+        for queue in queues:
+            pipe.llen(queue)
+        return dict(zip(queues, pipe.execute(), strict=True))
+
+
+def system_status() -> dict[str, Any]:
+    """What an operator needs at a glance: workers and their models, queues, builds, and
+    whether the broker and the database answer. Read live, not from the submission cache."""
+    from django.db import connection
+    from django.db.models import Count, Min
+    from django.utils import timezone
+
+    from apps.common.queues import Queue
+    from apps.jobs.models import Job
+
+    queues = [*dict.fromkeys(spec.queue for spec in MODELS.values()), Queue.LIGHT.value]
+    broker = {"reachable": True, "error": None}
+    try:
+        presences = _read_all()
+        depths = _queue_depths(queues)
+    except Exception as error:
+        broker = {"reachable": False, "error": type(error).__name__}
+        presences, depths = [], dict.fromkeys(queues)
+    database = {"reachable": True, "error": None}
+    pending: dict[str, dict[str, Any]] = {}
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        rows = (
+            Job.objects.filter(status=Job.Status.PENDING)
+            .values("model")
+            .annotate(count=Count("id"), oldest=Min("created_at"))
+        )
+        now = timezone.now()
+        pending = {
+            row["model"]: {
+                "pending": row["count"],
+                "oldest_pending_age_seconds": round((now - row["oldest"]).total_seconds(), 1),
+            }
+            for row in rows
+        }
+    except Exception as error:
+        database = {"reachable": False, "error": type(error).__name__}
+    ready = {
+        model_id
+        for presence in presences
+        for model_id, state in presence["models"].items()
+        if isinstance(state, dict) and state.get("ready") is True
+    }
+    return {
+        **build_info(),
+        "broker": broker,
+        "database": database,
+        "workers": presences,
+        "queues": {
+            queue: {
+                "depth": depths[queue],
+                "workers": [p["hostname"] for p in presences if queue in p.get("queues", [])],
+            }
+            for queue in queues
+        },
+        "models": {
+            spec.id: {
+                "available": spec.id in ready,
+                "queue": spec.queue,
+                **pending.get(spec.id, {"pending": 0, "oldest_pending_age_seconds": None}),
+            }
+            for spec in MODELS.values()
+        },
+    }
