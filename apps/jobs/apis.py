@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from apps.common.apis import PhonosApiView, error_responses
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.common.pagination import PageQuerySerializer, PaginationSerializer, paginate
+from apps.jobs.availability import model_availability
 from apps.jobs.catalog import MODELS, pipeline_clean, submission_clean
 from apps.jobs.idempotency import MAX_KEY_LENGTH, idempotent_call, request_fingerprint
 from apps.jobs.models import Job
@@ -140,6 +141,10 @@ class ModelsApi(PhonosApiView):
             cost_credits = serializers.IntegerField()
             max_sequence_length = serializers.IntegerField()
             params = serializers.DictField()
+            available = serializers.BooleanField(
+                help_text="Whether a live worker has this model loaded and ready; when false, "
+                "submissions for it answer 503"
+            )
 
         models = ModelSerializer(many=True)
 
@@ -149,6 +154,7 @@ class ModelsApi(PhonosApiView):
         responses={200: OutputSerializer, **error_responses()},
     )
     def get(self, request: Request) -> Response:
+        availability = model_availability()
         models = []
         for spec in MODELS.values():
             models.append(
@@ -166,6 +172,7 @@ class ModelsApi(PhonosApiView):
                         }
                         for param in spec.params
                     },
+                    "available": availability[spec.id],
                 }
             )
         return Response({"models": models})
@@ -216,7 +223,7 @@ class PredictApi(PhonosApiView):
         request=PredictInputSerializer,
         examples=PREDICT_EXAMPLES,
         parameters=[IDEMPOTENCY_HEADER],
-        responses={200: PredictOutputSerializer, **error_responses(400, 402, 409, 413, 415)},
+        responses={200: PredictOutputSerializer, **error_responses(400, 402, 409, 413, 415, 503)},
     )
     def post(self, request: Request) -> Response:
         submission = submission_clean(request.data)
@@ -268,7 +275,7 @@ class PipelineApi(PhonosApiView):
             )
         ],
         parameters=[IDEMPOTENCY_HEADER],
-        responses={200: OutputSerializer, **error_responses(400, 402, 409, 413, 415)},
+        responses={200: OutputSerializer, **error_responses(400, 402, 409, 413, 415, 503)},
     )
     def post(self, request: Request) -> Response:
         cleaned = pipeline_clean(request.data)
@@ -384,7 +391,7 @@ class BatchApi(PhonosApiView):
             )
         ],
         parameters=[IDEMPOTENCY_HEADER],
-        responses={200: OutputSerializer, **error_responses(400, 409, 413, 415)},
+        responses={200: OutputSerializer, **error_responses(400, 409, 413, 415, 503)},
     )
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict) or "jobs" not in request.data:
