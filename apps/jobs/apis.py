@@ -329,7 +329,7 @@ class ValidateApi(PhonosApiView):
                 "valid": True,
                 "errors": [],
                 "model": submission.spec.id,
-                "sequence_length": len(submission.sequence)
+                "sequence_length": len(submission.sequence.replace(":", ""))
                 if submission.spec.type != "docking"
                 else None,
                 "credits_cost": submission.cost,
