@@ -199,13 +199,14 @@ class AlphaFold2Runner:
             depths.append(len(aligned))
             searches.append(search)
             msa_cached = msa_cached and cached
-        template_features, templates_used = _template_features(chains, unique, searches)
         msa_s = time.perf_counter() - msa_started
 
         multimer = params.model_preset == MULTIMER_PRESET
         # Multimer networks always hold template weights; monomer ones only when asked.
         key = (params.model_preset, use_templates and not multimer)
         with self._lock:
+            # Under the lock: it imports ColabFold, which must not race the preload's import.
+            template_features, templates_used = _template_features(chains, unique, searches)
             load_started = time.perf_counter()
             if key not in self._models:
                 progress("loading_model", None)
