@@ -135,6 +135,8 @@ class ModelsApi(PhonosApiView):
             description = serializers.CharField()
             type = serializers.CharField()
             cost_credits = serializers.IntegerField()
+            # Only for models whose price depends on the input (alphafold2 complexes).
+            cost_rule = serializers.DictField(required=False)
             max_sequence_length = serializers.IntegerField()
             params = serializers.DictField()
 
