@@ -139,6 +139,8 @@ class ModelsApi(PhonosApiView):
             description = serializers.CharField()
             type = serializers.CharField()
             cost_credits = serializers.IntegerField()
+            # Only for models whose price depends on the input (alphafold2 complexes).
+            cost_rule = serializers.DictField(required=False)
             max_sequence_length = serializers.IntegerField()
             params = serializers.DictField()
             available = serializers.BooleanField(
@@ -339,7 +341,7 @@ class ValidateApi(PhonosApiView):
                 "valid": True,
                 "errors": [],
                 "model": submission.spec.id,
-                "sequence_length": len(submission.sequence)
+                "sequence_length": len(submission.sequence.replace(":", ""))
                 if submission.spec.type != "docking"
                 else None,
                 "credits_cost": submission.cost,
