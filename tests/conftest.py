@@ -19,7 +19,8 @@ from django.conf import settings
 from django.core.servers.basehttp import ThreadedWSGIServer
 
 from apps.accounts.models import Account
-from apps.accounts.services import account_create, api_key_create
+from apps.accounts.services import api_key_create
+from apps.billing.services import account_open
 
 
 @dataclass
@@ -76,7 +77,7 @@ def make_client(live_server) -> Callable[..., Client]:
         max_active_jobs: int | None = None,
     ) -> Client:
         username = name or f"tenant{next(counter)}"
-        account = account_create(
+        account = account_open(
             username=username, email=f"{username}@example.com", credits=credits
         )
         if max_active_jobs is not None:

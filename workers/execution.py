@@ -16,12 +16,11 @@ from django.conf import settings
 from apps.common.exceptions import InvalidInput
 from apps.jobs.catalog import MODELS
 from apps.jobs.models import Job
-from apps.jobs.selectors import protein_job_get
+from apps.jobs.selectors import job_output_prefix, protein_job_get
 from apps.jobs.services import (
     job_complete,
     job_fail,
     job_heartbeat,
-    job_output_prefix,
     job_progress,
     job_start,
 )

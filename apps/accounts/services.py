@@ -2,12 +2,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from apps.accounts.keys import DISPLAY_PREFIX_LENGTH, generate_key, key_digest
 from apps.accounts.models import Account, ApiKey
-from apps.billing.services import credits_grant
 from apps.common.exceptions import InvalidInput, NotFound
 
 LAST_USED_WRITE_INTERVAL = timedelta(minutes=5)
@@ -19,15 +17,11 @@ class CreatedKey:
     raw_key: str  # shown once, never stored
 
 
-@transaction.atomic
-def account_create(*, username: str, email: str, credits: int = 0) -> Account:
+def account_create(*, username: str, email: str) -> Account:
+    """A new tenant with no credits: billing's `account_open` grants the opening credits."""
     if Account.objects.filter(username=username).exists():
         raise InvalidInput(f"An account named {username!r} already exists")
-    account = Account.objects.create(username=username, email=email)
-    if credits:
-        credits_grant(account_id=account.id, amount=credits, description="Initial credits")
-        account.refresh_from_db()
-    return account
+    return Account.objects.create(username=username, email=email)
 
 
 def api_key_create(

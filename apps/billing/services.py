@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.accounts.models import Account
+from apps.accounts.services import account_create
 from apps.billing.models import CheckoutSession, LedgerEntry, StripeEvent
 from apps.billing.selectors import credit_pack_get
 from apps.billing.stripe_client import (
@@ -85,6 +86,16 @@ def credits_adjust(*, account_id: int, amount: int, description: str) -> LedgerE
         kind=LedgerEntry.Kind.ADJUSTMENT,
         description=description,
     )
+
+
+@transaction.atomic
+def account_open(*, username: str, email: str, credits: int = 0) -> Account:
+    """A new tenant and its opening credits, in one transaction (accounts knows no billing)."""
+    account = account_create(username=username, email=email)
+    if credits:
+        credits_grant(account_id=account.id, amount=credits, description="Initial credits")
+        account.refresh_from_db()
+    return account
 
 
 def credits_purchase(

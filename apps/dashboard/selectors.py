@@ -7,8 +7,7 @@ from typing import Any
 from apps.accounts.models import Account, ApiKey
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.jobs.models import Job
-from apps.jobs.selectors import job_get
-from apps.jobs.services import job_output_prefix
+from apps.jobs.selectors import job_get, job_output_prefix
 from apps.jobs.storage import get_storage
 
 

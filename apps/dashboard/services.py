@@ -5,7 +5,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from apps.accounts.models import Account, User
-from apps.accounts.services import account_create
+from apps.billing.services import account_open
 from apps.common.exceptions import InvalidInput
 
 
@@ -14,7 +14,7 @@ def user_signup(*, username: str, email: str, password: str) -> User:
     """A new tenant with its first user, credited with the free trial credits."""
     if User.objects.filter(username__iexact=username).exists():
         raise InvalidInput(f"The username {username!r} is taken")
-    account: Account = account_create(
+    account: Account = account_open(
         username=username, email=email, credits=settings.PHONOS_SIGNUP_CREDITS
     )
     return User.objects.create_user(

@@ -18,11 +18,10 @@ from apps.common.pagination import PageQuerySerializer, PaginationSerializer, pa
 from apps.jobs.catalog import MODELS, pipeline_clean, submission_clean
 from apps.jobs.idempotency import MAX_KEY_LENGTH, idempotent_call, request_fingerprint
 from apps.jobs.models import Job
-from apps.jobs.selectors import job_get, job_list
+from apps.jobs.selectors import job_get, job_list, job_output_prefix
 from apps.jobs.services import (
     job_cancel,
     job_delete,
-    job_output_prefix,
     job_submit,
     job_submit_batch,
     pipeline_submit,

@@ -24,8 +24,7 @@ from apps.accounts.models import Account
 from apps.common.apis import PhonosApiView, error_responses
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.jobs.models import Job, JobEvent
-from apps.jobs.selectors import job_get
-from apps.jobs.services import job_output_prefix
+from apps.jobs.selectors import job_get, job_output_prefix
 from apps.jobs.storage import get_storage
 
 CONFIDENCE_FILE = "confidence.json"

@@ -84,3 +84,8 @@ def protein_job_get(*, account_id: int, job_id: str, max_residues: int) -> Job:
             f"at most {max_residues} can be docked against"
         )
     return job
+
+
+def job_output_prefix(*, job: Job) -> str:
+    """Where a job's output files are stored: one key prefix per job, under its account."""
+    return f"accounts/{job.account_id}/jobs/{job.id}/"

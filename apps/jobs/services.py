@@ -23,6 +23,7 @@ from apps.jobs.models import Job, JobEvent
 from apps.jobs.selectors import (
     active_job_count,
     job_get,
+    job_output_prefix,
     protein_job_get,
     queued_job_count,
 )
@@ -31,6 +32,18 @@ from apps.webhooks.services import webhook_event_emit
 logger = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "workers.tasks.run_job"
+
+
+def _job_webhook_emit(*, job: Job, event: str) -> None:
+    """The job's state change as a webhook event: jobs builds the payload, webhooks sends it."""
+    completed = job.status == Job.Status.COMPLETED and bool(job.output_file)
+    data = {
+        "job_id": str(job.id),
+        "status": str(job.status),
+        "model": job.model,
+        "download_url": job.download_path if completed else None,
+    }
+    webhook_event_emit(account_id=job.account_id, event=event, data=data)
 
 
 def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
@@ -198,7 +211,7 @@ def job_cancel(*, account: Account, job_id: uuid.UUID | str) -> Job:
     job.refresh_from_db()
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     _refund(job, reason="Job cancelled")
-    webhook_event_emit(job=job, event="job.cancelled")
+    _job_webhook_emit(job=job, event="job.cancelled")
     _dependents_fail(job_id=job.id, reason="was cancelled")
     transaction.on_commit(lambda: job_stop_task(job_id=job.id))
     return job
@@ -227,10 +240,6 @@ def job_delete(*, account: Account, job_id: uuid.UUID | str) -> Job:
     output_prefix = job_output_prefix(job=job)
     transaction.on_commit(lambda: _delete_outputs(prefix=output_prefix))
     return job
-
-
-def job_output_prefix(*, job: Job) -> str:
-    return f"accounts/{job.account_id}/jobs/{job.id}/"
 
 
 def _delete_outputs(*, prefix: str) -> None:
@@ -268,7 +277,7 @@ def job_start(*, job_id: uuid.UUID | str) -> Job | None:
     job.refresh_from_db()
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     if was_pending:
-        webhook_event_emit(job=job, event="job.started")
+        _job_webhook_emit(job=job, event="job.started")
     return job
 
 
@@ -363,7 +372,7 @@ def job_complete(
     if changed != 1:
         return False
     job_event_record(job_id=job_id, status=Job.Status.COMPLETED, stage="done", progress=1.0)
-    webhook_event_emit(job=Job.objects.get(id=job_id), event="job.completed")
+    _job_webhook_emit(job=Job.objects.get(id=job_id), event="job.completed")
     _dependents_release(job_id=job_id)
     return True
 
@@ -385,7 +394,7 @@ def job_fail(*, job_id: uuid.UUID | str, error: str) -> bool:
         return False
     job_event_record(job_id=job.id, status=Job.Status.FAILED, stage="done")
     _refund(job, reason="Job failed")
-    webhook_event_emit(job=Job.objects.get(id=job.id), event="job.failed")
+    _job_webhook_emit(job=Job.objects.get(id=job.id), event="job.failed")
     _dependents_fail(job_id=job.id, reason=f"failed: {error}")
     return True
 

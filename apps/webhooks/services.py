@@ -25,7 +25,6 @@ from django.utils import timezone
 from apps.accounts.models import Account
 from apps.common.exceptions import Conflict, InvalidInput
 from apps.common.queues import Queue
-from apps.jobs.models import Job
 from apps.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 from apps.webhooks.outbound import DestinationRefused, OutboundError, destination_vet, outbound_post
 from apps.webhooks.selectors import webhook_delivery_get, webhook_get
@@ -170,16 +169,6 @@ def _payload_render(*, event: str, data: dict[str, Any]) -> str:
     return json.dumps({"event": event, "timestamp": timestamp, "data": data}, separators=(",", ":"))
 
 
-def _job_data(job: Job) -> dict[str, Any]:
-    completed = job.status == Job.Status.COMPLETED and bool(job.output_file)
-    return {
-        "job_id": str(job.id),
-        "status": str(job.status),
-        "model": job.model,
-        "download_url": job.download_path if completed else None,
-    }
-
-
 def _deliveries_create(*, webhooks: list[Webhook], event: str, payload: str) -> list[uuid.UUID]:
     """Write the outbox rows and publish them once the surrounding transaction commits."""
     now = timezone.now()
@@ -205,19 +194,19 @@ def _deliveries_create(*, webhooks: list[Webhook], event: str, payload: str) -> 
     return delivery_ids
 
 
-def webhook_event_emit(*, job: Job, event: str) -> None:
-    """Announce a job's state change to every enabled webhook of its account subscribed to
-    `event`. Call it inside the transaction of the change: the deliveries commit or roll back
-    with it."""
+def webhook_event_emit(*, account_id: int, event: str, data: dict[str, Any]) -> None:
+    """Announce `event` with `data` (the caller builds it: jobs its job payload) to every enabled
+    webhook of the account subscribed to it. Call it inside the transaction of the change: the
+    deliveries commit or roll back with it."""
     if event not in Webhook.Event.values:
         raise ValueError(f"Unknown webhook event {event!r}")
     webhooks = [
         webhook
-        for webhook in Webhook.objects.filter(account_id=job.account_id, disabled_at__isnull=True)
+        for webhook in Webhook.objects.filter(account_id=account_id, disabled_at__isnull=True)
         if event in webhook.events
     ]
     if webhooks:
-        payload = _payload_render(event=event, data=_job_data(job))
+        payload = _payload_render(event=event, data=data)
         _deliveries_create(webhooks=webhooks, event=event, payload=payload)
 
 
@@ -230,7 +219,7 @@ def webhook_test_send(*, account: Account, webhook_id: uuid.UUID | str) -> Webho
         event=Webhook.TEST_EVENT,
         data={
             "job_id": TEST_JOB_ID,
-            "status": str(Job.Status.COMPLETED),
+            "status": "completed",
             "model": "esmfold",
             "download_url": f"/v1/jobs/{TEST_JOB_ID}/download",
         },

@@ -215,7 +215,7 @@ def test_vina_box_coordinates_are_decimal_fields(olga):
 
 def test_docking_can_use_a_finished_fold_of_ones_own(olga, tmp_path, settings):
     from apps.jobs.models import Job
-    from apps.jobs.services import job_output_prefix
+    from apps.jobs.selectors import job_output_prefix
     from apps.jobs.storage import get_storage
 
     settings.PHONOS_STORAGE_DIR = tmp_path

@@ -3,8 +3,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.accounts.selectors import account_get
-from apps.accounts.services import account_create, api_key_create
-from apps.billing.services import credits_grant
+from apps.accounts.services import api_key_create
+from apps.billing.services import account_open, credits_grant
 from apps.common.exceptions import ApplicationError
 
 
@@ -37,7 +37,7 @@ class Command(BaseCommand):
     ) -> dict:
         if credits < 0:
             raise CommandError("--credits must not be negative")
-        account = account_create(username=username or email, email=email, credits=credits)
+        account = account_open(username=username or email, email=email, credits=credits)
         created = api_key_create(account=account, name=key_name)
         return {
             "account_id": account.id,
