@@ -13,10 +13,10 @@ from pathlib import Path
 
 from django.conf import settings
 
-from apps.common.exceptions import InvalidInput
+from apps.common.exceptions import InvalidInput, NotFound
 from apps.jobs.catalog import MODELS
 from apps.jobs.models import Job
-from apps.jobs.selectors import job_output_prefix, protein_job_get
+from apps.jobs.selectors import job_output_prefix, job_output_read, protein_job_get
 from apps.jobs.services import (
     job_complete,
     job_fail,
@@ -72,11 +72,10 @@ def job_runner_params(*, job: Job) -> dict:
             job_id=protein_job_id,
             max_residues=MODELS[job.model].max_length,
         )
-        with get_storage().open(job_output_prefix(job=source) + source.output_file) as stream:
-            params["protein_pdb"] = stream.read().decode()
+        params["protein_pdb"] = job_output_read(job=source, name=source.output_file).decode()
     except InvalidInput as error:
         raise RunnerError(error.message) from None
-    except FileNotFoundError:
+    except NotFound:
         raise RunnerError(
             f"params.protein_job_id: the structure of job {protein_job_id} is no longer stored"
         ) from None

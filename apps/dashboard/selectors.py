@@ -5,10 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apps.accounts.models import Account, ApiKey
-from apps.common.exceptions import InvalidInput, NotFound
 from apps.jobs.models import Job
-from apps.jobs.selectors import job_get, job_output_prefix
-from apps.jobs.storage import get_storage
 
 
 def api_key_list(*, account: Account) -> list[ApiKey]:
@@ -25,18 +22,6 @@ def fold_jobs_for_docking(*, account: Account, limit: int = 50) -> list[Job]:
             model__in=("esmfold", "alphafold2"),
         ).order_by("-created_at")[:limit]
     )
-
-
-def job_structure_text(*, account: Account, job_id: str) -> str:
-    """The PDB text of one of the account's completed jobs, from the same storage as downloads."""
-    job = job_get(account=account, job_id=job_id)
-    if job.status != Job.Status.COMPLETED or not job.output_file.endswith(".pdb"):
-        raise InvalidInput(f"Job {job.id} has no finished structure to dock against")
-    try:
-        with get_storage().open(job_output_prefix(job=job) + job.output_file) as stream:
-            return stream.read().decode()
-    except FileNotFoundError:
-        raise NotFound(f"The structure of job {job.id} is no longer stored") from None
 
 
 @dataclass(frozen=True)

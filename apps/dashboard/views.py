@@ -25,7 +25,6 @@ from apps.dashboard.selectors import (
     checkout_service,
     credit_pack_offers,
     fold_jobs_for_docking,
-    job_structure_text,
 )
 from apps.dashboard.services import user_signup
 from apps.jobs.catalog import MODELS, submission_clean
@@ -182,11 +181,12 @@ def _submission_data(account: Account, form: SubmitForm) -> dict[str, Any]:
     data: dict[str, Any] = {"model": spec.id, "name": form.cleaned_data["name"]}
     params = form.params()
     if spec.type == "docking":
+        # As the API does: a fold is named by its id; the worker reads its structure.
         receptor = form.uploaded_pdb()
-        if receptor is None and form.cleaned_data["protein_job"]:
-            receptor = job_structure_text(account=account, job_id=form.cleaned_data["protein_job"])
         if receptor is not None:
             params["protein_pdb"] = receptor
+        elif form.cleaned_data["protein_job"]:
+            params["protein_job_id"] = form.cleaned_data["protein_job"]
         smiles = form.cleaned_data["ligand_smiles"].strip()
         if smiles:
             params["ligand_smiles"] = smiles

@@ -18,6 +18,7 @@ from django.utils import timezone
 from apps.accounts.models import Account, ApiKey
 from apps.billing.services import credits_debit_for_job, credits_refund_for_job
 from apps.common.exceptions import ApplicationError, Conflict, InvalidInput, TooManyRequests
+from apps.common.queues import task_publish
 from apps.jobs.catalog import MODELS, CleanedPipeline, CleanedSubmission, submission_clean
 from apps.jobs.models import Job, JobEvent
 from apps.jobs.selectors import (
@@ -49,22 +50,16 @@ def _job_webhook_emit(*, job: Job, event: str) -> None:
 def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
     """Publish the job's task. A broker that is down is logged, not raised: the sweeper
     re-enqueues pending jobs whose task never arrived."""
-    from phonos.celery import app as celery_app
-
     time_limit = settings.PHONOS_TIME_LIMITS[model]
-    try:
-        celery_app.send_task(
-            RUN_JOB_TASK,
-            args=[str(job_id)],
-            task_id=str(job_id),  # lets a cancel revoke the running task by job id
-            queue=MODELS[model].queue,
-            soft_time_limit=time_limit,
-            time_limit=time_limit + 60,
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-        )
-    except Exception:
-        logger.warning("Could not enqueue job %s; the sweeper will retry", job_id, exc_info=True)
+    if not task_publish(
+        RUN_JOB_TASK,
+        args=[str(job_id)],
+        queue=MODELS[model].queue,
+        what=f"job {job_id}",
+        task_id=str(job_id),  # lets a cancel revoke the running task by job id
+        soft_time_limit=time_limit,
+        time_limit=time_limit + 60,
+    ):
         return False
     Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=timezone.now())
     return True

@@ -1,10 +1,10 @@
-from apps.accounts.models import ApiKey
 from apps.usage.models import UsageRecord
 
 
 def usage_record(
     *,
-    api_key: ApiKey,
+    api_key_id: int,
+    account_id: int,
     endpoint: str,
     method: str,
     status_code: int,
@@ -13,8 +13,8 @@ def usage_record(
     model: str,
 ) -> UsageRecord:
     return UsageRecord.objects.create(
-        account_id=api_key.account_id,
-        api_key=api_key,
+        account_id=account_id,
+        api_key_id=api_key_id,
         endpoint=endpoint,
         method=method,
         status_code=status_code,

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from apps.accounts.models import Account
 from apps.common.exceptions import Conflict, InvalidInput
-from apps.common.queues import Queue
+from apps.common.queues import Queue, task_publish
 from apps.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 from apps.webhooks.outbound import DestinationRefused, OutboundError, destination_vet, outbound_post
 from apps.webhooks.selectors import webhook_delivery_get, webhook_get
@@ -265,23 +265,13 @@ def webhook_delivery_retry(
 def webhook_delivery_enqueue(*, delivery_id: uuid.UUID, eta: datetime | None = None) -> bool:
     """Publish a delivery's task. A broker that is down is logged, not raised: the sweeper
     publishes due deliveries again."""
-    from phonos.celery import app as celery_app
-
-    try:
-        celery_app.send_task(
-            DELIVERY_TASK,
-            args=[str(delivery_id)],
-            queue=Queue.LIGHT,
-            eta=eta,
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-        )
-    except Exception:
-        logger.warning(
-            "Could not enqueue webhook delivery %s; the sweeper will", delivery_id, exc_info=True
-        )
-        return False
-    return True
+    return task_publish(
+        DELIVERY_TASK,
+        args=[str(delivery_id)],
+        queue=Queue.LIGHT,
+        what=f"webhook delivery {delivery_id}",
+        eta=eta,
+    )
 
 
 # --- Attempts ------------------------------------------------------------------------------------
