@@ -77,18 +77,6 @@ def credits_grant(
 
 
 @transaction.atomic
-def credits_adjust(*, account_id: int, amount: int, description: str) -> LedgerEntry:
-    if amount == 0:
-        raise InvalidInput("An adjustment must change the balance")
-    return _apply(
-        account_id=account_id,
-        amount=amount,
-        kind=LedgerEntry.Kind.ADJUSTMENT,
-        description=description,
-    )
-
-
-@transaction.atomic
 def account_open(*, username: str, email: str, credits: int = 0) -> Account:
     """A new tenant and its opening credits, in one transaction (accounts knows no billing)."""
     account = account_create(username=username, email=email)

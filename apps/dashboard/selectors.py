@@ -1,9 +1,5 @@
 """Reads behind the dashboard pages that no other domain offers as one call."""
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
-
 from apps.accounts.models import Account, ApiKey
 from apps.jobs.models import Job
 
@@ -22,41 +18,3 @@ def fold_jobs_for_docking(*, account: Account, limit: int = 50) -> list[Job]:
             model__in=("esmfold", "alphafold2"),
         ).order_by("-created_at")[:limit]
     )
-
-
-@dataclass(frozen=True)
-class PackOffer:
-    id: str
-    credits: int
-    price_cents: int
-
-
-# Shown (with buying disabled) while apps.billing lists no packs of its own.
-FALLBACK_PACKS = (
-    PackOffer("starter", 1000, 1000),
-    PackOffer("lab", 10000, 9000),
-    PackOffer("institute", 100000, 80000),
-)
-
-
-def credit_pack_offers() -> list[PackOffer]:
-    """The packs of apps.billing (`PHONOS_CREDIT_PACKS`), or the fallback list before it exists."""
-    from apps.billing import selectors as billing_selectors
-
-    pack_list = getattr(billing_selectors, "credit_pack_list", None)
-    if pack_list is None:
-        return list(FALLBACK_PACKS)
-    return [PackOffer(pack.id, pack.credits, pack.price_cents) for pack in pack_list()]
-
-
-def checkout_service() -> Callable[..., Any] | None:
-    """apps.billing's Stripe checkout (`checkout_session_create`), when it exists and Stripe is
-    configured on this deployment; None otherwise, and the page shows buying as unavailable."""
-    from apps.billing import services as billing_services
-
-    checkout = getattr(billing_services, "checkout_session_create", None)
-    try:
-        from apps.billing.stripe_client import stripe_payments_enabled
-    except ImportError:
-        return checkout
-    return checkout if stripe_payments_enabled() else None

@@ -17,15 +17,12 @@ from django.views.decorators.http import require_POST
 
 from apps.accounts.models import Account
 from apps.accounts.services import api_key_create, api_key_revoke
-from apps.billing.selectors import ledger_entry_list
+from apps.billing.selectors import credit_pack_list, ledger_entry_list
+from apps.billing.services import checkout_session_create
+from apps.billing.stripe_client import stripe_payments_enabled
 from apps.common.exceptions import ApplicationError, NotFound
 from apps.dashboard.forms import ApiKeyForm, SignupForm, SubmitForm, WebhookForm
-from apps.dashboard.selectors import (
-    api_key_list,
-    checkout_service,
-    credit_pack_offers,
-    fold_jobs_for_docking,
-)
+from apps.dashboard.selectors import api_key_list, fold_jobs_for_docking
 from apps.dashboard.services import user_signup
 from apps.jobs.catalog import MODELS, submission_clean
 from apps.jobs.models import Job
@@ -329,9 +326,9 @@ def billing(request: HttpRequest, account: Account) -> HttpResponse:
         {
             "account": account,
             "entries": ledger_entry_list(account=account, limit=100),
-            "packs": credit_pack_offers(),
-            "currency": getattr(settings, "PHONOS_CURRENCY", "usd").upper(),
-            "checkout_available": checkout_service() is not None,
+            "packs": credit_pack_list(),
+            "currency": settings.PHONOS_CURRENCY.upper(),
+            "checkout_available": stripe_payments_enabled(),
         },
     )
 
@@ -339,13 +336,12 @@ def billing(request: HttpRequest, account: Account) -> HttpResponse:
 @require_POST
 @account_required
 def billing_checkout(request: HttpRequest, account: Account) -> HttpResponse:
-    checkout = checkout_service()
-    if checkout is None:
+    if not stripe_payments_enabled():
         messages.error(request, "Buying credits is not available on this deployment yet.")
         return redirect("dashboard:billing")
     back = request.build_absolute_uri(reverse("dashboard:billing"))
     try:
-        _session_id, url = checkout(
+        _session_id, url = checkout_session_create(
             account=account, pack_id=request.POST.get("pack", ""), success_url=back, cancel_url=back
         )
     except ApplicationError as error:
