@@ -77,9 +77,7 @@ def make_client(live_server) -> Callable[..., Client]:
         max_active_jobs: int | None = None,
     ) -> Client:
         username = name or f"tenant{next(counter)}"
-        account = account_open(
-            username=username, email=f"{username}@example.com", credits=credits
-        )
+        account = account_open(username=username, email=f"{username}@example.com", credits=credits)
         if max_active_jobs is not None:
             account.max_active_jobs = max_active_jobs
             account.save(update_fields=["max_active_jobs"])
