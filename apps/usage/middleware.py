@@ -32,14 +32,11 @@ class UsageRecordingMiddleware:
         if usage.api_key_id is not None and usage.account_id is not None:
             try:
                 usage_record(
-                    api_key_id=usage.api_key_id,
-                    account_id=usage.account_id,
+                    usage=usage,
                     endpoint=endpoint_name(request),
                     method=request.method or "",
                     status_code=response.status_code,
                     latency_ms=(time.perf_counter() - started) * 1000,
-                    credits=usage.credits,
-                    model=usage.model,
                 )
             except Exception:
                 logger.exception("Could not record usage for %s", request.path)
