@@ -15,15 +15,15 @@ from rest_framework.response import Response
 from apps.common.apis import PhonosApiView, error_responses
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.common.pagination import PageQuerySerializer, PaginationSerializer, paginate
+from apps.common.request_usage import request_usage
 from apps.jobs.availability import model_availability
 from apps.jobs.catalog import MODELS, pipeline_clean, submission_clean
 from apps.jobs.idempotency import MAX_KEY_LENGTH, idempotent_call, request_fingerprint
 from apps.jobs.models import Job
-from apps.jobs.selectors import job_get, job_list
+from apps.jobs.selectors import job_get, job_list, job_output_prefix
 from apps.jobs.services import (
     job_cancel,
     job_delete,
-    job_output_prefix,
     job_submit,
     job_submit_batch,
     pipeline_submit,
@@ -210,10 +210,6 @@ def _idempotent_response(request: Request, produce) -> Response:
     response = Response(body, status=status)
     if replayed:
         response["Idempotent-Replayed"] = "true"
-    else:
-        request._request.phonos_credits = body.get("credits_used") or body.get("summary", {}).get(
-            "total_credits_used", 0
-        )
     return response
 
 
@@ -229,10 +225,12 @@ class PredictApi(PhonosApiView):
     )
     def post(self, request: Request) -> Response:
         submission = submission_clean(request.data)
-        request._request.phonos_model = submission.spec.id
+        usage = request_usage(request)
+        usage.model = submission.spec.id
 
         def produce() -> tuple[int, dict]:
             job = job_submit(account=request.user, api_key=request.auth, submission=submission)
+            usage.credits = job.cost_credits  # charged now; a replay charges nothing
             return 200, _predict_body(job)
 
         return _idempotent_response(request, produce)
@@ -285,6 +283,7 @@ class PipelineApi(PhonosApiView):
         def produce() -> tuple[int, dict]:
             pipeline = pipeline_submit(account=request.user, api_key=request.auth, pipeline=cleaned)
             jobs = [pipeline.fold, pipeline.dock]
+            request_usage(request).credits = sum(job.cost_credits for job in jobs)
             return 200, {
                 "success": True,
                 "pipeline": {
@@ -431,13 +430,15 @@ class BatchApi(PhonosApiView):
                         }
                     )
             successful = sum(1 for item in results if item["success"])
+            charged = sum(item["credits_used"] for item in results)
+            request_usage(request).credits = charged
             return 200, {
                 "success": successful == len(results),
                 "summary": {
                     "total": len(results),
                     "successful": successful,
                     "failed": len(results) - successful,
-                    "total_credits_used": sum(item["credits_used"] for item in results),
+                    "total_credits_used": charged,
                 },
                 "results": results,
             }

@@ -7,6 +7,7 @@ from apps.accounts.models import Account
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.jobs.catalog import FOLD_MODEL_TYPE, MODELS
 from apps.jobs.models import Job
+from apps.jobs.storage import get_storage
 
 
 def _visible_jobs(*, account: Account) -> QuerySet[Job]:
@@ -84,3 +85,17 @@ def protein_job_get(*, account_id: int, job_id: str, max_residues: int) -> Job:
             f"at most {max_residues} can be docked against"
         )
     return job
+
+
+def job_output_prefix(*, job: Job) -> str:
+    """Where a job's output files are stored: one key prefix per job, under its account."""
+    return f"accounts/{job.account_id}/jobs/{job.id}/"
+
+
+def job_output_read(*, job: Job, name: str) -> bytes:
+    """One stored output file of a job, whole; NotFound once it is no longer stored."""
+    try:
+        with get_storage().open(job_output_prefix(job=job) + name) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        raise NotFound(f"Job {job.id} has no stored {name}") from None
