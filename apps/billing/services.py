@@ -77,6 +77,19 @@ def credits_grant(
     )
 
 
+def credits_forfeit(*, account_id: int, amount: int, description: str) -> LedgerEntry:
+    """Take `amount` credits away for good (an adjustment entry), e.g. a deleted account's
+    remaining balance; the conditional update refuses more than the balance holds."""
+    if amount <= 0:
+        raise InvalidInput("A forfeit must be a positive number of credits")
+    return _apply(
+        account_id=account_id,
+        amount=-amount,
+        kind=LedgerEntry.Kind.ADJUSTMENT,
+        description=description,
+    )
+
+
 @transaction.atomic
 def account_open(
     *, username: str, email: str, credits: int = 0, email_verified: bool = False
