@@ -15,6 +15,7 @@ from phonos.env import (
     ImproperlyConfiguredEnv,
     database_from_url,
     env_bool,
+    env_float,
     env_float_list,
     env_int,
     env_list,
@@ -235,6 +236,16 @@ PHONOS_STALE_AFTER_SECONDS = env_int("PHONOS_STALE_AFTER_SECONDS", 60, minimum=2
 # A pending job published this long ago without starting is published again (lost message).
 PHONOS_REPUBLISH_AFTER_SECONDS = env_int("PHONOS_REPUBLISH_AFTER_SECONDS", 3600, minimum=1)
 PHONOS_SWEEP_INTERVAL_SECONDS = env_int("PHONOS_SWEEP_INTERVAL_SECONDS", 30, minimum=1)
+# ESMFold micro-batching (docs/workers.md): jobs running at once in one worker process share
+# forward passes of at most BATCH_MAX jobs and BATCH_TOKENS padded residues, in which at most
+# BATCH_MAX_PADDING of the residues are padding; the first job waits up to BATCH_WAIT_MS for
+# company. BATCH_MAX 1 turns it off.
+PHONOS_ESMFOLD_BATCH_MAX = env_int("PHONOS_ESMFOLD_BATCH_MAX", 8, minimum=1)
+PHONOS_ESMFOLD_BATCH_TOKENS = env_int("PHONOS_ESMFOLD_BATCH_TOKENS", 4096, minimum=1)
+PHONOS_ESMFOLD_BATCH_WAIT_MS = env_int("PHONOS_ESMFOLD_BATCH_WAIT_MS", 50, minimum=0)
+PHONOS_ESMFOLD_BATCH_MAX_PADDING = env_float(
+    "PHONOS_ESMFOLD_BATCH_MAX_PADDING", 0.3, minimum=0.0, maximum=1.0
+)
 CELERY_BEAT_SCHEDULE = {
     "jobs-sweep": {
         "task": "workers.tasks.sweep_jobs",

@@ -26,6 +26,7 @@ from apps.jobs.services import (
     job_start,
 )
 from apps.jobs.storage import get_storage
+from workers.batching import model_run
 from workers.runners import MODEL_IDS, JobInputs, Runner, RunnerError, get_runner
 from workers.runners.scrub import server_paths_scrub
 
@@ -134,7 +135,9 @@ def job_execute(*, job_id: str) -> str:
     try:
         with tempfile.TemporaryDirectory(prefix=f"phonos-{job.id}-") as workdir:
             runner = resident_runner(job.model)
-            result = runner.run(
+            result = model_run(
+                runner,
+                job_id=job.id,
                 inputs=JobInputs(
                     sequence=job.sequence,
                     name=job.name or str(job.id),

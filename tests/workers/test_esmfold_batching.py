@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -241,3 +242,74 @@ def test_batch_plan_keeps_a_chain_over_the_budget_and_bad_input_alone() -> None:
         plan_items([40, 41, 42]), BatchLimits(max_tokens=10_000, max_jobs=1, max_padding=1.0)
     )
     assert sorted(lone) == [[0], [1], [2]]
+
+
+BASE = "MKTVRQERLKSIVRILERSKEPVSGAQLAEELSVSRQVIVQDIAYLRSLGYNIVATPRGYVLAGG"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_folds_the_jobs_it_holds_together_and_a_cancel_ends_one_alone(
+    alice: Any, start_worker: Any, tiny_esmfold: Path
+) -> None:
+    from apps.jobs.models import Job, JobEvent
+
+    # Long enough (several seconds together) to be cancelled mid-pass; similar lengths share a
+    # pass; the fourth job's own parameter set gets a pass of its own.
+    sequences = [BASE * 3, (BASE * 3)[:180], (BASE * 3)[:170]]
+    batched = [
+        alice.post(
+            "/v1/predict",
+            {"model": "esmfold", "sequence": sequence, "params": {"num_recycles": 16}},
+        ).json()["job_id"]
+        for sequence in sequences
+    ]
+    lone = alice.post(
+        "/v1/predict", {"model": "esmfold", "sequence": BASE, "params": {"num_recycles": 1}}
+    ).json()["job_id"]
+    # Started after the submissions, so that it holds all four jobs at once.
+    start_worker(
+        queues="esmfold",
+        concurrency=4,
+        pool="threads",
+        PHONOS_ESMFOLD_WEIGHTS=str(tiny_esmfold),
+        PHONOS_ESMFOLD_BATCH_WAIT_MS="5000",
+    )
+    doomed = batched[1]
+    deadline = time.monotonic() + 120
+    while not (Job.objects.get(id=doomed).progress or 0) > 0:
+        assert time.monotonic() < deadline, "the batch never got going"
+        time.sleep(0.05)
+    assert alice.post(f"/v1/jobs/{doomed}/cancel").status_code == 200
+
+    for job_id, sequence in zip(batched, sequences, strict=True):
+        job = wait_for(alice, job_id)
+        if job_id == doomed:
+            assert job["status"] == "cancelled"
+            assert alice.get(f"/v1/jobs/{job_id}/results").status_code == 400
+            continue
+        assert job["status"] == "completed", job
+        assert job["metrics"]["batch_size"] == 3
+        assert job["metrics"]["run_seconds"] > 0 and job["metrics"]["queue_seconds"] >= 0
+        confidence = alice.get(f"/v1/jobs/{job_id}/results/confidence").json()
+        assert confidence["sequence"] == sequence
+        assert len(confidence["pae"]) == len(sequence)
+        # Each job has its own progress events, to the end of its own inference.
+        fractions = JobEvent.objects.filter(job_id=job_id, stage="inference").values_list(
+            "progress", flat=True
+        )
+        assert list(fractions)[-1] == 1.0
+    alone = wait_for(alice, lone)
+    assert alone["status"] == "completed", alone
+    assert alone["metrics"]["batch_size"] == 1
+    assert alice.balance() == 1000 - 3 * 10
+
+
+def wait_for(client: Any, job_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = client.get(f"/v1/jobs/{job_id}").json()
+        if body["status"] in {"completed", "failed", "cancelled"}:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never finished: {body}")
