@@ -4,7 +4,10 @@ each job what a lone run gives it (tiny random checkpoint, CPU, fp32)."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -313,3 +316,30 @@ def wait_for(client: Any, job_id: str) -> dict[str, Any]:
             return body
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} never finished: {body}")
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_builds_esmfold_v1_shapes_and_refuses_a_cpu() -> None:
+    from bench.gpu_esmfold import build_on, parameter_count
+
+    model = build_on("meta")  # shapes only: nothing is allocated
+    assert 3.4e9 < parameter_count(model) < 3.6e9
+    assert 2.8e9 < parameter_count(model.esm) < 2.9e9  # ESM-2 3B
+    assert model.esm.config.hidden_size == 2560
+    assert len(model.esm.encoder.layer) == 36
+    assert model.esm.config.num_attention_heads == 40
+    assert len(model.trunk.blocks) == 48
+    assert model.trunk.config.sequence_state_dim == 1024
+    assert model.trunk.config.pairwise_state_dim == 128
+
+    root = Path(__file__).resolve().parents[2]
+    refused = subprocess.run(
+        [str(root / "bench" / "gpu_esmfold.sh")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""},
+        timeout=300,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "needs a CUDA GPU" in refused.stderr
