@@ -15,6 +15,7 @@ from phonos.env import (
     ImproperlyConfiguredEnv,
     database_from_url,
     env_bool,
+    env_float,
     env_float_list,
     env_int,
     env_list,
@@ -264,6 +265,16 @@ PHONOS_MSA_READ_TIMEOUT_SECONDS = env_int("PHONOS_MSA_READ_TIMEOUT_SECONDS", 60,
 PHONOS_MSA_DEADLINE_SECONDS = env_int("PHONOS_MSA_DEADLINE_SECONDS", 1800, minimum=1)
 # The build shown by GET /v1/system/status; empty: `git rev-parse HEAD` at start, or "unknown".
 PHONOS_BUILD_SHA = env_str("PHONOS_BUILD_SHA")
+# ESMFold micro-batching (docs/workers.md): jobs running at once in one worker process share
+# forward passes of at most BATCH_MAX jobs and BATCH_TOKENS padded residues, in which at most
+# BATCH_MAX_PADDING of the residues are padding; the first job waits up to BATCH_WAIT_MS for
+# company. BATCH_MAX 1 turns it off.
+PHONOS_ESMFOLD_BATCH_MAX = env_int("PHONOS_ESMFOLD_BATCH_MAX", 8, minimum=1)
+PHONOS_ESMFOLD_BATCH_TOKENS = env_int("PHONOS_ESMFOLD_BATCH_TOKENS", 4096, minimum=1)
+PHONOS_ESMFOLD_BATCH_WAIT_MS = env_int("PHONOS_ESMFOLD_BATCH_WAIT_MS", 50, minimum=0)
+PHONOS_ESMFOLD_BATCH_MAX_PADDING = env_float(
+    "PHONOS_ESMFOLD_BATCH_MAX_PADDING", 0.3, minimum=0.0, maximum=1.0
+)
 CELERY_BEAT_SCHEDULE = {
     "jobs-sweep": {
         "task": "workers.tasks.sweep_jobs",

@@ -26,6 +26,7 @@ from apps.jobs.services import (
     job_start,
 )
 from apps.jobs.storage import get_storage
+from workers.batching import model_run
 from workers.presence import model_state_set
 from workers.runners import MODEL_IDS, JobInputs, Runner, RunnerError, get_runner
 from workers.runners.scrub import server_paths_scrub
@@ -174,7 +175,9 @@ def job_execute(*, job_id: str) -> str:
             # A model this worker could not load fails its job now, refunded, instead of
             # first spending minutes on an MSA search or waiting on a missing checkout.
             runner = model_load(job.model)
-            result = runner.run(
+            result = model_run(
+                runner,
+                job_id=job.id,
                 inputs=JobInputs(
                     sequence=job.sequence,
                     name=job.name or str(job.id),

@@ -10,6 +10,8 @@ import threading
 from celery import shared_task
 from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown
 
+# Imported with the tasks so that it counts this process's job tasks from the first one.
+import workers.batching  # noqa: F401
 from apps.jobs.services import job_sweep
 
 logger = logging.getLogger(__name__)

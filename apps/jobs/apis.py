@@ -6,6 +6,7 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
+    extend_schema_field,
     extend_schema_serializer,
 )
 from rest_framework import serializers
@@ -71,6 +72,18 @@ class PredictInputSerializer(serializers.Serializer):
 JOB_STATUS_HELP = "One of: " + ", ".join(Job.Status.values)
 
 
+class JobMetricsSerializer(serializers.Serializer):
+    queue_seconds = serializers.FloatField(
+        allow_null=True, help_text="From submission to the first worker claim"
+    )
+    run_seconds = serializers.FloatField(
+        allow_null=True, help_text="The model's wall time on the job's last attempt"
+    )
+    batch_size = serializers.IntegerField(
+        allow_null=True, help_text="The jobs that shared its forward pass (1: it ran alone)"
+    )
+
+
 class JobSerializer(serializers.Serializer):
     """A job as `GET /v1/jobs/{id}` shows it; output fields appear once the job completed."""
 
@@ -97,6 +110,16 @@ class JobSerializer(serializers.Serializer):
     # The request echoed, as checked and stored, so a client can reproduce the run.
     sequence = serializers.CharField(help_text="The protein sequence, or the ligand's SMILES")
     params = serializers.DictField(help_text="The model parameters the job runs with")
+    metrics = serializers.SerializerMethodField()
+
+    @extend_schema_field(JobMetricsSerializer)
+    def get_metrics(self, job: Job) -> dict[str, float | int | None]:
+        queued = job.started_at - job.created_at if job.started_at else None
+        return {
+            "queue_seconds": round(queued.total_seconds(), 3) if queued is not None else None,
+            "run_seconds": round(job.run_seconds, 3) if job.run_seconds is not None else None,
+            "batch_size": job.batch_size,
+        }
 
     def to_representation(self, job: Job) -> dict:
         data = super().to_representation(job)

@@ -50,6 +50,11 @@ class Job(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Shown as `metrics`: the model's wall time on the job's last attempt (a batched job's
+    # forward pass is shared: its time counts in full for every job in it), and how many jobs
+    # shared that forward pass. Null until the model returned.
+    run_seconds = models.FloatField(null=True, blank=True)
+    batch_size = models.PositiveSmallIntegerField(null=True, blank=True)
     # Deleted jobs vanish from the API but keep the row, so usage and the ledger stay whole.
     deleted_at = models.DateTimeField(null=True, blank=True)
 

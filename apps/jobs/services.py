@@ -463,3 +463,13 @@ def job_submit_batch(
         else:
             results.append(BatchItemResult(index=index, job=job))
     return results
+
+
+def job_run_metrics_record(
+    *, job_id: uuid.UUID | str, run_seconds: float, batch_size: int | None
+) -> None:
+    """The model's wall time on the job's latest attempt and the size of the forward pass it
+    shared, which `GET /v1/jobs/{id}` shows as `metrics`."""
+    Job.objects.filter(id=job_id).update(
+        run_seconds=run_seconds, batch_size=batch_size, updated_at=timezone.now()
+    )
