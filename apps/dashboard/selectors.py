@@ -7,6 +7,7 @@ from typing import Any
 from apps.accounts.models import Account, ApiKey
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.jobs.models import Job
+from apps.jobs.registry import FOLD_MODEL_TYPE, MODELS
 from apps.jobs.selectors import job_get
 from apps.jobs.services import job_output_prefix
 from apps.jobs.storage import get_storage
@@ -23,7 +24,7 @@ def fold_jobs_for_docking(*, account: Account, limit: int = 50) -> list[Job]:
             account=account,
             deleted_at__isnull=True,
             status=Job.Status.COMPLETED,
-            model__in=("esmfold", "alphafold2"),
+            model__in=[spec.id for spec in MODELS.values() if spec.type == FOLD_MODEL_TYPE],
         ).order_by("-created_at")[:limit]
     )
 

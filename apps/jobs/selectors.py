@@ -5,8 +5,8 @@ from django.db.models import Count, Q, QuerySet
 
 from apps.accounts.models import Account
 from apps.common.exceptions import InvalidInput, NotFound
-from apps.jobs.catalog import FOLD_MODEL_TYPE, MODELS
 from apps.jobs.models import Job
+from apps.jobs.registry import FOLD_MODEL_TYPE, MODELS
 
 
 def _visible_jobs(*, account: Account) -> QuerySet[Job]:

