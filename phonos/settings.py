@@ -190,7 +190,10 @@ PHONOS_MAX_LENGTH = {
 PHONOS_IDEMPOTENCY_TTL_HOURS = 24
 # Where GET /v1/structure/fetch/{pdb_id} downloads entries from, and how long it waits.
 PHONOS_RCSB_URL = env_str("PHONOS_RCSB_URL", "https://files.rcsb.org").rstrip("/")
+# The whole fetch (connect, headers, body) must finish within PHONOS_RCSB_TIMEOUT_SECONDS.
 PHONOS_RCSB_TIMEOUT_SECONDS = env_int("PHONOS_RCSB_TIMEOUT_SECONDS", 15, minimum=1)
+PHONOS_RCSB_CONNECT_TIMEOUT_SECONDS = env_int("PHONOS_RCSB_CONNECT_TIMEOUT_SECONDS", 5, minimum=1)
+PHONOS_RCSB_READ_TIMEOUT_SECONDS = env_int("PHONOS_RCSB_READ_TIMEOUT_SECONDS", 10, minimum=1)
 PHONOS_SIGNUP_CREDITS = env_int("PHONOS_SIGNUP_CREDITS", 100, minimum=0)
 PHONOS_STORAGE_DIR = Path(env_str("PHONOS_STORAGE_DIR", str(VAR_DIR / "storage")))
 # Outputs go to S3 when a bucket is named; credentials come from boto3's usual sources.
@@ -245,6 +248,29 @@ PHONOS_STALE_AFTER_SECONDS = env_int("PHONOS_STALE_AFTER_SECONDS", 60, minimum=2
 # A pending job published this long ago without starting is published again (lost message).
 PHONOS_REPUBLISH_AFTER_SECONDS = env_int("PHONOS_REPUBLISH_AFTER_SECONDS", 3600, minimum=1)
 PHONOS_SWEEP_INTERVAL_SECONDS = env_int("PHONOS_SWEEP_INTERVAL_SECONDS", 30, minimum=1)
+# Seconds a model task may run past its soft limit before Celery kills it (the hard limit).
+PHONOS_HARD_LIMIT_GRACE_SECONDS = 60
+# Redis hands an unacknowledged message to another worker after this long. It must outlast the
+# longest hard time limit, or a long job still running would be started a second time; a worker
+# that dies instead is noticed by the sweeper's heartbeat check long before (docs/workers.md).
+CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = (
+    max(PHONOS_TIME_LIMITS.values()) + PHONOS_HARD_LIMIT_GRACE_SECONDS + 600
+)
+# Refuse (503) submissions for a model no live worker reports ready. Off outside production by
+# default: tests and development submit jobs without workers (docs/workers.md).
+PHONOS_REQUIRE_AVAILABLE_WORKER = env_bool("PHONOS_REQUIRE_AVAILABLE_WORKER", IS_PRODUCTION)
+# Worker presence (docs/workers.md): rewritten every interval, gone after the TTL.
+PHONOS_WORKER_PRESENCE_TTL_SECONDS = 30
+PHONOS_WORKER_PRESENCE_INTERVAL_SECONDS = 10
+# How long an API process reuses what it last read of worker presence.
+PHONOS_AVAILABILITY_CACHE_SECONDS = 2.0
+# The MMseqs2 server AlphaFold2 jobs get their MSAs from: per-request timeouts and a deadline
+# for the whole search, after which the job fails (refunded) naming the server.
+PHONOS_MSA_CONNECT_TIMEOUT_SECONDS = env_int("PHONOS_MSA_CONNECT_TIMEOUT_SECONDS", 10, minimum=1)
+PHONOS_MSA_READ_TIMEOUT_SECONDS = env_int("PHONOS_MSA_READ_TIMEOUT_SECONDS", 60, minimum=1)
+PHONOS_MSA_DEADLINE_SECONDS = env_int("PHONOS_MSA_DEADLINE_SECONDS", 1800, minimum=1)
+# The build shown by GET /v1/system/status; empty: `git rev-parse HEAD` at start, or "unknown".
+PHONOS_BUILD_SHA = env_str("PHONOS_BUILD_SHA")
 CELERY_BEAT_SCHEDULE = {
     "jobs-sweep": {
         "task": "workers.tasks.sweep_jobs",

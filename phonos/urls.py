@@ -27,6 +27,7 @@ from apps.jobs.result_apis import (
     JobStructureApi,
 )
 from apps.jobs.structure_apis import StructureFetchApi, StructureParseApi
+from apps.jobs.system_apis import SystemStatusApi, system_status_page
 from apps.ops.views import health_live, health_ready, metrics
 from apps.usage.apis import UsageApi
 
@@ -64,6 +65,7 @@ v1 = [
         JobStructureApi.as_view(),
         name="job-results-structure",
     ),
+    path("system/status", SystemStatusApi.as_view(), name="system-status"),
     path("", include("apps.webhooks.urls")),
     path("", include("apps.billing.urls")),
     path("openapi.json", CachedOpenApiView.as_view(), name="openapi"),
@@ -78,6 +80,7 @@ v1 = [
 
 urlpatterns = [
     path("v1/", include(v1)),
+    path("admin/system-status/", system_status_page, name="admin-system-status"),
     path("admin/", admin.site.urls),
     path("metrics", metrics, name="metrics"),
     path("stripe/webhook", StripeWebhookApi.as_view(), name="stripe-webhook"),

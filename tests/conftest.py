@@ -58,8 +58,12 @@ ThreadedWSGIServer.request_queue_size = 256
 
 @pytest.fixture(autouse=True)
 def clean_redis() -> Iterator[None]:
+    from apps.jobs.availability import presence_cache_clear
+
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.flushdb()
+    # Worker presence is cached per process for a few seconds; a test starts from what is live.
+    presence_cache_clear()
     yield
     client.flushdb()
 

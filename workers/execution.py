@@ -27,6 +27,7 @@ from apps.jobs.services import (
 )
 from apps.jobs.storage import get_storage
 from apps.ops.context import log_context_bind, log_context_reset
+from workers.presence import model_state_set
 from workers.runners import MODEL_IDS, JobInputs, Runner, RunnerError, get_runner
 from workers.runners.scrub import server_paths_scrub
 
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 _resident_runners: dict[str, Runner] = {}
 _runner_lock = threading.Lock()
+# Models this process has reported ready; a resident model stays loaded for good.
+_ready_models: set[str] = set()
 
 
 class JobNoLongerRunning(Exception):
@@ -82,6 +85,29 @@ def resident_runner(model_id: str) -> Runner:
         return _resident_runners[model_id]
 
 
+def model_load(model_id: str) -> Runner:
+    """Load `model_id` in this process (once) and report it in the worker's presence: ready with
+    its device, memory and weights, or not ready with the reason, which is also logged. Raises
+    RunnerError when the model cannot be served."""
+    try:
+        runner = resident_runner(model_id)
+        runner.load()
+    except Exception as error:
+        message = error.message if isinstance(error, RunnerError) else repr(error)
+        model_state_set(model_id, ready=False, error=message)
+        logger.error("This worker cannot serve %s: %s", model_id, message)
+        if isinstance(error, RunnerError):
+            raise
+        raise RunnerError(f"the {model_id} worker could not load its model") from error
+    if model_id not in _ready_models:
+        describe = getattr(runner, "resident_info", None)
+        info = describe() if describe is not None else {}
+        model_state_set(model_id, ready=True, **info)
+        _ready_models.add(model_id)
+        logger.info("Model %s is ready: %s", model_id, info)
+    return runner
+
+
 class _Heartbeat(threading.Thread):
     """Tells the sweeper this worker is alive while a long forward pass holds the job."""
 
@@ -127,7 +153,9 @@ def job_execute(*, job_id: str) -> str:
     heartbeat.start()
     try:
         with tempfile.TemporaryDirectory(prefix=f"phonos-{job.id}-") as workdir:
-            runner = resident_runner(job.model)
+            # A model this worker could not load fails its job now, refunded, instead of
+            # first spending minutes on an MSA search or waiting on a missing checkout.
+            runner = model_load(job.model)
             result = runner.run(
                 inputs=JobInputs(
                     sequence=job.sequence,

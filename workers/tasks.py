@@ -8,37 +8,54 @@ import logging
 import threading
 
 from celery import shared_task
-from celery.signals import worker_process_init
+from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown
 
 from apps.jobs.services import job_sweep
 
 logger = logging.getLogger(__name__)
 
 
+@celeryd_init.connect
+def remember_worker_name(sender: str, **_) -> None:
+    from workers.presence import worker_identity_set
+
+    worker_identity_set(hostname=sender)
+
+
 @worker_process_init.connect
 def preload_models(**_) -> None:
     """Start loading the models of the queues this worker consumes as each process starts, so
-    the first job does not pay for it. It happens in a thread: Celery kills a pool process that
-    does not report itself up within seconds, and a real model takes minutes to load. A job
-    that arrives meanwhile waits for the load; a model that cannot load is left for its jobs
-    to report."""
+    the first job does not pay for it, and start the presence heartbeat that tells the API which
+    of them are ready. Loading happens in a thread: Celery kills a pool process that does not
+    report itself up within seconds, and a real model takes minutes to load. A job that arrives
+    meanwhile waits for the load; a model that cannot load is reported not ready, with why."""
     from phonos.celery import app
     from workers.execution import models_for_queues
+    from workers.presence import presence_start
 
-    models = models_for_queues(app.amqp.queues.consume_from or {})
+    queues = list(app.amqp.queues.consume_from or {})
+    models = models_for_queues(queues)
+    presence_start(queues=queues, models=models)
     if models:
         threading.Thread(target=_load_models, args=(models,), daemon=True).start()
 
 
+@worker_process_shutdown.connect
+def withdraw_presence(**_) -> None:
+    from workers.presence import presence_stop
+
+    presence_stop()
+
+
 def _load_models(models: list[str]) -> None:
-    from workers.execution import resident_runner
+    from workers.execution import model_load
     from workers.runners import RunnerError
 
     for model_id in models:
         try:
-            resident_runner(model_id).load()
-        except RunnerError as error:
-            logger.warning("Could not preload %s: %s", model_id, error.message)
+            model_load(model_id)
+        except RunnerError:
+            pass  # model_load logged why and reported the model not ready
 
 
 @shared_task(name="workers.tasks.run_job", acks_late=True, reject_on_worker_lost=True)

@@ -38,6 +38,7 @@ ERROR_DESCRIPTIONS = {
     429: "Too Many Requests: the key's rate limit, the account's active-job cap or the "
     "queue's capacity was reached; see Retry-After",
     502: "Bad Gateway: the upstream service failed or could not be reached",
+    503: "Model unavailable: no live worker serves this model now; see Retry-After",
     504: "Upstream timeout: the upstream service did not answer in time",
 }
 

@@ -62,3 +62,16 @@ class BadGateway(ApplicationError):
 class GatewayTimeout(ApplicationError):
     status_code = 504
     error = "Upstream timeout"
+
+
+class ServiceUnavailable(ApplicationError):
+    """Nothing can serve the request right now (no live worker for the model); retry later."""
+
+    status_code = 503
+    error = "Service Unavailable"
+
+    def __init__(
+        self, message: str, *, error: str | None = None, retry_after: int | None = None
+    ) -> None:
+        super().__init__(message, error=error)
+        self.retry_after = retry_after

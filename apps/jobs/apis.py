@@ -16,6 +16,7 @@ from rest_framework.response import Response
 from apps.common.apis import PhonosApiView, error_responses
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.common.pagination import PageQuerySerializer, PaginationSerializer, paginate
+from apps.jobs.availability import model_availability
 from apps.jobs.catalog import pipeline_clean, submission_clean
 from apps.jobs.idempotency import MAX_KEY_LENGTH, idempotent_call, request_fingerprint
 from apps.jobs.job_keys import msa_cache_path
@@ -178,6 +179,10 @@ class ModelsApi(PhonosApiView):
                 help_text="The primary file (`download_url`), the files stored and the keys of "
                 "the result summary"
             )
+            available = serializers.BooleanField(
+                help_text="Whether a live worker has this model loaded and ready; when false, "
+                "submissions for it answer 503"
+            )
 
         models = ModelSerializer(many=True)
 
@@ -187,6 +192,7 @@ class ModelsApi(PhonosApiView):
         responses={200: OutputSerializer, **error_responses()},
     )
     def get(self, request: Request) -> Response:
+        availability = model_availability()
         models = []
         for spec in MODELS.values():
             models.append(
@@ -196,6 +202,7 @@ class ModelsApi(PhonosApiView):
                     "params": spec.params_public(),
                     "params_schema": spec.params_json_schema(),
                     "outputs": spec.outputs.public(),
+                    "available": availability[spec.id],
                 }
             )
         return Response({"models": models})
@@ -279,7 +286,7 @@ class PredictApi(PhonosApiView):
                 description="The job submitted; with `Prefer: wait` and a job that ended in "
                 "time, the full job (JobDetail) instead",
             ),
-            **error_responses(400, 402, 409, 413, 415),
+            **error_responses(400, 402, 409, 413, 415, 503),
         },
     )
     def post(self, request: Request) -> Response:
@@ -398,7 +405,7 @@ class PipelineApi(PhonosApiView):
             )
         ],
         parameters=[IDEMPOTENCY_HEADER],
-        responses={200: OutputSerializer, **error_responses(400, 402, 409, 413, 415)},
+        responses={200: OutputSerializer, **error_responses(400, 402, 409, 413, 415, 503)},
     )
     def post(self, request: Request) -> Response:
         cleaned = pipeline_clean(request.data)
@@ -514,7 +521,7 @@ class BatchApi(PhonosApiView):
             )
         ],
         parameters=[IDEMPOTENCY_HEADER],
-        responses={200: OutputSerializer, **error_responses(400, 409, 413, 415)},
+        responses={200: OutputSerializer, **error_responses(400, 409, 413, 415, 503)},
     )
     def post(self, request: Request) -> Response:
         if not isinstance(request.data, dict) or "jobs" not in request.data:

@@ -255,6 +255,9 @@ def _alphafold2_options(settings: Any) -> dict[str, Any]:
         "data_dir": settings.PHONOS_COLABFOLD_DATA_DIR,
         "msa_server_url": settings.PHONOS_MSA_SERVER_URL,
         "msa_cache_dir": settings.PHONOS_MSA_CACHE_DIR,
+        "msa_deadline_s": settings.PHONOS_MSA_DEADLINE_SECONDS,
+        "msa_connect_timeout_s": settings.PHONOS_MSA_CONNECT_TIMEOUT_SECONDS,
+        "msa_read_timeout_s": settings.PHONOS_MSA_READ_TIMEOUT_SECONDS,
     }
 
 

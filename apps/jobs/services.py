@@ -19,6 +19,7 @@ from django.utils import timezone
 from apps.accounts.models import Account, ApiKey
 from apps.billing.services import credits_debit_for_job, credits_refund_for_job
 from apps.common.exceptions import ApplicationError, Conflict, InvalidInput, TooManyRequests
+from apps.jobs.availability import models_available_require
 from apps.jobs.catalog import CleanedPipeline, CleanedSubmission, submission_clean
 from apps.jobs.job_keys import job_key
 from apps.jobs.models import Job, JobEvent
@@ -52,7 +53,7 @@ def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
             task_id=str(job_id),  # lets a cancel revoke the running task by job id
             queue=MODELS[model].queue,
             soft_time_limit=time_limit,
-            time_limit=time_limit + 60,
+            time_limit=time_limit + settings.PHONOS_HARD_LIMIT_GRACE_SECONDS,
             retry=True,
             retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
         )
@@ -253,13 +254,17 @@ def job_submit(
             max_residues=submission.spec.max_length,
         )
     key = submission_key(submission=submission, account_id=account.id)
-    if use_cache and submission.use_cache:
+    cache = use_cache and submission.use_cache
+    if cache:
         _submissions_serialize(key=key, account=account)
         source = reusable_job_find(key=key, account_id=account.id)
         if source is not None:
+            # A stored result needs no worker: it is served even while none is up.
             return _cached_job_create(
                 account=account, api_key=api_key, submission=submission, source=source, key=key
             )
+    models_available_require({submission.spec.id})
+    if cache:
         leader = _flight_leader_find(key=key, account_id=account.id)
         if leader is not None:
             # Charged in full like any job: should the leader be cancelled, this one runs.
@@ -295,6 +300,7 @@ def pipeline_submit(
 ) -> Pipeline:
     """Charge a fold and a dock together; the dock waits, unpublished, until the fold
     completes (job_complete publishes it) and fails, refunded, if the fold does not."""
+    models_available_require({pipeline.fold.spec.id, pipeline.dock.spec.id})
     _queue_capacity_check(new_jobs=2)
     fold = _job_create(
         account=account,
@@ -515,6 +521,15 @@ def job_start(*, job_id: uuid.UUID | str) -> Job | None:
     job = Job.objects.filter(id=job_id).first()
     if job is None or job.status not in Job.ACTIVE:
         return None
+    if job.attempts >= settings.PHONOS_JOB_MAX_ATTEMPTS:
+        # A poison job: each delivery killed its worker process (out of memory, a crash), and
+        # Celery hands it back after every death. Give it up so the queue moves on.
+        job_fail(
+            job_id=job.id,
+            error=f"The worker running this job stopped {job.attempts} times (out of memory "
+            "or a crash); the job was given up and refunded",
+        )
+        return None
     # A job a worker runs is its own run, even one that was following another (no task is
     # published for a follower; one delivered anyway runs and stops following).
     changed = Job.objects.filter(id=job.id, status=job.status, attempts=job.attempts).update(
@@ -695,6 +710,15 @@ def job_submit_batch(
         raise InvalidInput(
             f"jobs has {len(items)} items; a batch holds at most {settings.PHONOS_MAX_BATCH_JOBS}"
         )
+    # A model no worker serves refuses the whole batch (503) before any item is charged.
+    models_available_require(
+        {
+            item["model"]
+            for item in items
+            if isinstance(item, dict) and isinstance(item.get("model"), str)
+            if item["model"] in MODELS
+        }
+    )
     results = []
     for index, item in enumerate(items):
         try:

@@ -2,6 +2,7 @@
 sequences, ready to send to /v1/predict. gemmi parses; nothing is stored."""
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,8 +105,13 @@ def structure_fetch(*, pdb_id: str) -> ParsedStructure:
         raise InvalidInput(f"{pdb_id!r} is not a PDB id; a PDB id is 4 letters and digits")
     entry = pdb_id.upper()
     url = f"{settings.PHONOS_RCSB_URL}/download/{entry}.cif"
+    deadline = time.monotonic() + settings.PHONOS_RCSB_TIMEOUT_SECONDS
+    timeout = (
+        settings.PHONOS_RCSB_CONNECT_TIMEOUT_SECONDS,
+        settings.PHONOS_RCSB_READ_TIMEOUT_SECONDS,
+    )
     try:
-        with requests.get(url, timeout=settings.PHONOS_RCSB_TIMEOUT_SECONDS, stream=True) as reply:
+        with requests.get(url, timeout=timeout, stream=True) as reply:
             if reply.status_code == 404:
                 raise NotFound(f"PDB entry {entry} not found")
             if reply.status_code != 200:
@@ -113,6 +119,9 @@ def structure_fetch(*, pdb_id: str) -> ParsedStructure:
             content = bytearray()
             for chunk in reply.iter_content(chunk_size=1 << 16):
                 content.extend(chunk)
+                # The read timeout bounds each read; a server trickling bytes meets this one.
+                if time.monotonic() > deadline:
+                    raise requests.Timeout
                 if len(content) > MAX_FETCH_BYTES:
                     raise BadGateway(
                         f"PDB entry {entry} is over {MAX_FETCH_BYTES} bytes, too large to import"

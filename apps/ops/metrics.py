@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import redis
 from django.conf import settings
@@ -29,13 +29,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from apps.jobs.availability import worker_presence_list
+
 if TYPE_CHECKING:
     from apps.jobs.models import Job
 
 logger = logging.getLogger(__name__)
 
 METRICS_KEY = "phonos:metrics"
-WORKER_PRESENCE_PATTERN = "phonos:worker:*"
 REDIS_TIMEOUT_SECONDS = 0.5
 # Devices (the runner's `metadata.device`) that count towards GPU-seconds.
 GPU_DEVICE_PREFIXES = ("cuda", "gpu")
@@ -195,23 +196,6 @@ def celery_queues() -> list[str]:
     return sorted({spec.queue for spec in MODELS.values()} | {str(queue) for queue in Queue})
 
 
-def worker_presence_list(client: redis.Redis) -> list[dict[str, Any]]:
-    """The live worker presence records (docs: contracts, `phonos:worker:<hostname>`). Kept in
-    one place so it can become the shared reader in apps/jobs/availability.py."""
-    keys = list(client.scan_iter(match=WORKER_PRESENCE_PATTERN, count=500))
-    records = []
-    for raw in client.mget(keys) if keys else []:
-        if raw is None:
-            continue  # expired between SCAN and MGET
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 # --- Rendering -----------------------------------------------------------------------------------
 
 
@@ -273,7 +257,7 @@ class _RedisCollector:
         yield depth
 
         ready = dict.fromkeys(MODELS, 0)
-        for record in worker_presence_list(self.client):
+        for record in worker_presence_list():
             models = record.get("models")
             for model_id, state in (models if isinstance(models, dict) else {}).items():
                 if isinstance(state, dict) and state.get("ready") is True:

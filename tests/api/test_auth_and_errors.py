@@ -10,7 +10,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def assert_error(response: requests.Response, status: int) -> dict:
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"error", "message"}, body
+    # A 429 also says which limit it was, as a stable word (docs/api.md).
+    assert set(body) == ({"error", "message", "reason"} if status == 429 else {"error", "message"})
     assert body["error"] and body["message"]
     return body
 

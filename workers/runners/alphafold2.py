@@ -26,7 +26,12 @@ from workers.runners.base import (
     RunnerError,
     RunResult,
 )
-from workers.runners.msa import DEFAULT_MSA_SERVER_URL, MsaClient
+from workers.runners.msa import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_MSA_SERVER_URL,
+    DEFAULT_READ_TIMEOUT_S,
+    MsaClient,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +127,9 @@ class AlphaFold2Runner:
         msa_server_url: str = DEFAULT_MSA_SERVER_URL,
         msa_cache_dir: str = "",
         msa_poll_interval_s: float = 5.0,
+        msa_deadline_s: float = 3600.0,
+        msa_connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        msa_read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
     ) -> None:
         self.data_dir = data_dir
         self.msa_client = MsaClient(
@@ -129,6 +137,9 @@ class AlphaFold2Runner:
             cache_dir=Path(msa_cache_dir) if msa_cache_dir else None,
             user_agent=f"phonos/{_version('phonos')}",
             poll_interval_s=msa_poll_interval_s,
+            max_wait_s=msa_deadline_s,
+            connect_timeout_s=msa_connect_timeout_s,
+            read_timeout_s=msa_read_timeout_s,
         )
         # preset -> ColabFold's [(model name, RunModel, params)], in model order.
         self._models: dict[str, list[tuple[str, Any, Any]]] = {}
@@ -156,6 +167,15 @@ class AlphaFold2Runner:
                 )
             for name in available:
                 self._ensure_loaded(name)
+
+    def resident_info(self) -> dict[str, Any]:
+        import jax
+
+        return {
+            "device": jax.devices()[0].platform,
+            "memory_bytes": None,
+            "weights": self.data_dir + (" (untrained)" if self.untrained else ""),
+        }
 
     def run(self, *, inputs: JobInputs, workdir: Path, progress: ProgressCallback) -> RunResult:
         # Validate before loading or searching so that bad input fails fast.

@@ -62,6 +62,14 @@ class DiffDockRunner:
         """Check the installation; DiffDock itself loads its weights in each run's process."""
         self._installation()
 
+    def resident_info(self) -> dict[str, Any]:
+        # DiffDock loads its weights in each run's own process: nothing stays resident here.
+        return {
+            "device": self.device or "auto",
+            "memory_bytes": None,
+            "weights": str(self.diffdock_dir),
+        }
+
     def run(self, *, inputs: JobInputs, workdir: Path, progress: ProgressCallback) -> RunResult:
         protein = read_protein(inputs.params)
         smiles, _molecule = read_ligand_smiles(

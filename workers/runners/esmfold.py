@@ -82,6 +82,16 @@ class EsmFoldRunner:
         with self._lock:
             self._ensure_loaded()
 
+    def resident_info(self) -> dict[str, Any]:
+        """Where the loaded model lives, what its tensors take, and which weights they are."""
+        model = self.model
+        tensors = [*model.parameters(), *model.buffers()]
+        return {
+            "device": self.device,
+            "memory_bytes": sum(tensor.numel() * tensor.element_size() for tensor in tensors),
+            "weights": self.weights + (" (untrained)" if self._untrained else ""),
+        }
+
     def run(self, *, inputs: JobInputs, workdir: Path, progress: ProgressCallback) -> RunResult:
         # Validate before loading so that bad input fails fast, even on a cold worker.
         sequence = _validate_sequence(inputs.sequence)

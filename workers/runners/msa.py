@@ -40,8 +40,10 @@ _A3M_FILES = {
 _QUERY_ID = 101
 _WAITING_STATUSES = {"UNKNOWN", "PENDING", "RUNNING"}
 _RATE_LIMIT_STATUS = "RATELIMIT"
-# Connect timeouts slightly above a multiple of 3 s, as ColabFold's client uses.
-_REQUEST_TIMEOUT_S = 30.02
+# Connect timeouts slightly above a multiple of 3 s (TCP's SYN retries), as ColabFold's client
+# uses; the caller's settings override them.
+DEFAULT_CONNECT_TIMEOUT_S = 9.02
+DEFAULT_READ_TIMEOUT_S = 30.02
 
 
 class MsaClient:
@@ -55,6 +57,8 @@ class MsaClient:
         poll_interval_s: float = 5.0,
         max_backoff_s: float = 120.0,
         max_wait_s: float = 3600.0,
+        connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
+        read_timeout_s: float = DEFAULT_READ_TIMEOUT_S,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if mode not in _A3M_FILES:
@@ -64,7 +68,10 @@ class MsaClient:
         self.mode = mode
         self.poll_interval_s = poll_interval_s
         self.max_backoff_s = max_backoff_s
+        # The whole search (submit, polls, download, retries) ends by this many seconds.
         self.max_wait_s = max_wait_s
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
         self._sleep = sleep
         self._session = requests.Session()
         # The public server asks every client to say who it is.
@@ -143,9 +150,19 @@ class MsaClient:
         attempt = 0
         while True:
             attempt += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._deadline_error()
             try:
+                # No single exchange may outlive the search's deadline.
                 response = self._session.request(
-                    method, self.server_url + path, data=data, timeout=_REQUEST_TIMEOUT_S
+                    method,
+                    self.server_url + path,
+                    data=data,
+                    timeout=(
+                        min(self.connect_timeout_s, remaining),
+                        min(self.read_timeout_s, remaining),
+                    ),
                 )
             except requests.RequestException as error:
                 logger.warning("MSA server request %s %s failed: %s", method, path, error)
@@ -172,11 +189,14 @@ class MsaClient:
 
     def _wait(self, seconds: float, deadline: float) -> None:
         if time.monotonic() + seconds > deadline:
-            raise RunnerError(
-                f"the MSA server at {self.server_url} did not return an alignment within "
-                f"{self.max_wait_s:.0f} s; try again later or use msa_mode 'a3m'"
-            )
+            raise self._deadline_error()
         self._sleep(seconds)
+
+    def _deadline_error(self) -> RunnerError:
+        return RunnerError(
+            f"the MSA server at {self.server_url} did not return an alignment within "
+            f"{self.max_wait_s:.0f} s; try again later or use msa_mode 'a3m'"
+        )
 
 
 def _status_message(status: str) -> str:

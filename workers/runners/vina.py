@@ -74,6 +74,10 @@ class VinaRunner:
     def load(self) -> None:
         """Nothing to load: Vina's scoring function has no weights to keep resident."""
 
+    def resident_info(self) -> dict[str, Any]:
+        # Vina's scoring function is built in: no weights, CPU only.
+        return {"device": "cpu", "memory_bytes": None, "weights": None}
+
     def run(self, *, inputs: JobInputs, workdir: Path, progress: ProgressCallback) -> RunResult:
         protein = read_protein(inputs.params)
         smiles, molecule = read_ligand_smiles(inputs_sequence=inputs.sequence, params=inputs.params)
