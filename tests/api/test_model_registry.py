@@ -2,10 +2,13 @@
 OpenAPI document read it, and no runner keeps rules of its own."""
 
 import ast
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from apps.jobs.models import Job
 from apps.jobs.registry import MODELS
 from tests.api.test_openapi import openapi_document
 from tests.conftest import ESMFOLD_JOB
@@ -124,3 +127,22 @@ def test_the_rule_scan_finds_a_second_copy(tmp_path):
         "        raise ValueError\n"
     )
     assert len(_rule_violations(copy)) == 2
+
+
+def test_prefer_wait_past_the_per_process_bound_answers_at_once(alice, settings):
+    """No worker runs: a job stays pending, so a waiting request waits its whole N."""
+    settings.PHONOS_PREFER_WAIT_MAX_REQUESTS = 1
+    job = {**ESMFOLD_JOB, "params": {"cache": False}}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(alice.post, "/v1/predict", job, headers={"Prefer": "wait=4"})
+        deadline = time.monotonic() + 10
+        while Job.objects.count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the first request is now past its submit and waiting
+        started = time.perf_counter()
+        second = alice.post("/v1/predict", job, headers={"Prefer": "wait=4"})
+        assert time.perf_counter() - started < 2
+        assert "Preference-Applied" not in second.headers
+        assert second.json()["status"] == "pending"
+        first = waiting.result()
+    assert "Preference-Applied" not in first.headers and first.json()["status"] == "pending"

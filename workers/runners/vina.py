@@ -47,8 +47,6 @@ RECEPTOR_FILE = "receptor.pdbqt"
 BOX_MARGIN = 10.0
 MAX_DEFAULT_BOX_SIZE = 30.0
 DEFAULT_BOX_SIZE_AROUND_CENTER = 20.0
-# Vina's own upper bound for a seed it draws (the registry bounds the seeds a request gives).
-MAX_SEED = 2**31 - 1
 _AXES = ("x", "y", "z")
 
 
@@ -205,7 +203,7 @@ def _read_params(params: dict[str, Any]) -> VinaParams:
     seed = filled.get("seed")
     if seed is None:
         # Vina would draw its own seed and never report it; draw one here so the job records it.
-        seed = random.randint(1, MAX_SEED)
+        seed = random.randint(1, int(MODELS["vina"].param("seed").maximum or 1))
     return VinaParams(
         center=_axes(filled, "center"),
         size=_axes(filled, "size"),
