@@ -170,6 +170,8 @@ class ModelsApi(PhonosApiView):
                 choices=["protein", "ligand"],
                 help_text="What `sequence` holds: a protein sequence or a ligand's SMILES",
             )
+            # Only for models whose price depends on the input (alphafold2 complexes).
+            cost_rule = serializers.DictField(required=False)
             max_sequence_length = serializers.IntegerField()
             params = serializers.DictField(
                 help_text="Each parameter's type, default, bounds, choices and meaning"
@@ -469,7 +471,7 @@ class ValidateApi(PhonosApiView):
                 "valid": True,
                 "errors": [],
                 "model": submission.spec.id,
-                "sequence_length": len(submission.sequence)
+                "sequence_length": len(submission.sequence.replace(":", ""))
                 if submission.spec.type != "docking"
                 else None,
                 "credits_cost": submission.cost,

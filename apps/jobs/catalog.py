@@ -50,6 +50,81 @@ def clean_protein_sequence(raw: Any, *, spec: ModelSpec, field_name: str = "sequ
     return sequence
 
 
+def clean_chains(raw: Any, *, spec: ModelSpec) -> list[str]:
+    """AlphaFold2's chains: `A:B` (ColabFold's notation) or FASTA with one record per chain."""
+    if not isinstance(raw, str):
+        raise InvalidInput("sequence must be a string of amino acids")
+    text = raw.strip()
+    if text.startswith(">"):
+        chains = ["".join(record.splitlines()[1:]) for record in text.split(">")[1:]]
+        labels = [f"sequence (FASTA record {number})" for number in range(1, len(chains) + 1)]
+    else:
+        chains = text.split(":")
+        labels = (
+            [f"sequence (chain {number})" for number in range(1, len(chains) + 1)]
+            if len(chains) > 1
+            else ["sequence"]
+        )
+    if len(chains) > spec.max_chains:
+        raise InvalidInput(
+            f"sequence has {len(chains)} chains; {spec.id} folds at most {spec.max_chains}"
+        )
+    cleaned = []
+    for chain, label in zip(chains, labels, strict=True):
+        sequence = _WHITESPACE.sub("", chain).upper()
+        if not sequence:
+            raise InvalidInput(f"{label} is empty")
+        bad = _NOT_AMINO.search(sequence)
+        if bad:
+            raise InvalidInput(
+                f"{label} has {bad.group()!r} at position {bad.start() + 1}; "
+                f"allowed residues are {AMINO_ACIDS}"
+            )
+        cleaned.append(sequence)
+    total = sum(len(chain) for chain in cleaned)
+    if total > spec.max_length:
+        raise InvalidInput(
+            f"sequence has {total} residues; {spec.id} accepts at most {spec.max_length} "
+            "(all chains together)"
+        )
+    return cleaned
+
+
+def _clean_alphafold2(
+    raw_sequence: Any, raw_params: Any, params: dict[str, Any], spec: ModelSpec
+) -> str:
+    """The chains as `A:B`; resolves use_templates and model_preset from what was asked."""
+    chains = clean_chains(raw_sequence, spec=spec)
+    given = raw_params if isinstance(raw_params, dict) else {}
+    if len(chains) > 1:
+        if given.get("model_preset") is None:
+            params["model_preset"] = "multimer"
+        elif params["model_preset"] != "multimer":
+            raise InvalidInput(
+                f"sequence has {len(chains)} chains; params.model_preset "
+                f"{params['model_preset']!r} folds one chain, use 'multimer'"
+            )
+        if params["msa_mode"] == "a3m":
+            raise InvalidInput("params.msa_mode 'a3m' takes one chain")
+    if params["msa_mode"] == "a3m" and not params.get("a3m"):
+        raise InvalidInput("params.a3m is required when params.msa_mode is 'a3m'")
+    server_mode = params["msa_mode"] == "mmseqs2_server"
+    if server_mode and not settings.PHONOS_MSA_SERVER_URL:
+        raise InvalidInput(
+            "params.msa_mode 'mmseqs2_server' needs an MSA server and none is configured; "
+            "use 'single_sequence' or 'a3m'"
+        )
+    if given.get("use_templates") is None:
+        # The public default (true) applies where templates can be had: with the server.
+        params["use_templates"] = server_mode
+    elif params["use_templates"] and not server_mode:
+        raise InvalidInput(
+            "params.use_templates needs params.msa_mode 'mmseqs2_server': templates come "
+            f"from the MMseqs2 server's template search, not from {params['msa_mode']!r}"
+        )
+    return ":".join(chains)
+
+
 def clean_smiles(raw: Any, *, field_name: str) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidInput(f"{field_name} must be a non-empty SMILES string")
@@ -159,7 +234,7 @@ class CleanedSubmission:
 
     @property
     def cost(self) -> int:
-        return self.spec.cost_credits
+        return self.spec.cost(sequence=self.sequence, params=self.params)
 
 
 def submission_clean(data: Any) -> CleanedSubmission:
@@ -214,9 +289,10 @@ def submission_clean(data: Any) -> CleanedSubmission:
     else:
         if "sequence" not in data:
             raise InvalidInput("sequence is required")
-        sequence = clean_protein_sequence(data["sequence"], spec=spec)
-        if spec.id == "alphafold2" and params.get("msa_mode") == "a3m" and not params.get("a3m"):
-            raise InvalidInput("params.a3m is required when params.msa_mode is 'a3m'")
+        if spec.id == "alphafold2":
+            sequence = _clean_alphafold2(data["sequence"], data.get("params"), params, spec)
+        else:
+            sequence = clean_protein_sequence(data["sequence"], spec=spec)
     return CleanedSubmission(
         spec=spec,
         sequence=sequence,
@@ -286,9 +362,9 @@ def pipeline_clean(data: Any) -> CleanedPipeline:
         )
     except InvalidInput as error:
         raise InvalidInput(f"dock: {error.message}") from None
-    if len(fold.sequence) > dock.spec.max_length:
+    if len(fold.sequence.replace(":", "")) > dock.spec.max_length:
         raise InvalidInput(
-            f"fold: the sequence has {len(fold.sequence)} residues; {dock.spec.id} docks "
+            f"fold: the sequence has {len(fold.sequence.replace(':', ''))} residues; {dock.spec.id} docks "
             f"against at most {dock.spec.max_length}"
         )
     return CleanedPipeline(name=name.strip(), fold_job_id=fold_job_id, fold=fold, dock=dock)

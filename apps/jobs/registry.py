@@ -26,6 +26,8 @@ from apps.common.exceptions import InvalidInput
 InputKind = Literal["protein", "ligand"]
 ModelType = Literal["structure_prediction", "docking"]
 
+# Chains of a complex in one `sequence`, as ColabFold writes them.
+CHAIN_SEPARATOR = ":"
 _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", list: "array"}
 
 
@@ -130,6 +132,27 @@ class Outputs:
         }
 
 
+@dataclass(frozen=True)
+class LengthPricing:
+    """A price that grows with the input: `cost_credits` per started block of
+    `residues_per_charge` residues (all chains together), for jobs whose `param` is `value`."""
+
+    param: str
+    value: str
+    residues_per_charge: int
+
+    def public(self) -> dict[str, Any]:
+        return {
+            self.param: self.value,
+            "residues_per_charge": self.residues_per_charge,
+            "description": (
+                f"{self.param} {self.value}: cost_credits per started "
+                f"{self.residues_per_charge} residues of all chains together (e.g. 2 x 300 "
+                f"residues: 2 x cost_credits); otherwise cost_credits"
+            ),
+        }
+
+
 # Options a runner's constructor takes, read from Django settings on the worker.
 RunnerOptions = Callable[[Any], dict[str, Any]]
 
@@ -156,6 +179,9 @@ class ModelSpec:
     weights_setting: str | None = None
     weights_version: str = ""
     params: tuple[Param, ...] = ()
+    # Several chains in one `sequence` (`A:B` or FASTA); `max_length` bounds all of them together.
+    max_chains: int = 1
+    length_pricing: LengthPricing | None = None
 
     @property
     def max_length_setting(self) -> str:
@@ -191,6 +217,14 @@ class ModelSpec:
 
         return f"{self.weights_version}{getattr(settings, self.weights_setting) or ''}"
 
+    def cost(self, *, sequence: str, params: dict[str, Any]) -> int:
+        """What a job of this model costs, for its checked sequence and params."""
+        pricing = self.length_pricing
+        if pricing is None or params.get(pricing.param) != pricing.value:
+            return self.cost_credits
+        residues = len(sequence.replace(CHAIN_SEPARATOR, ""))
+        return self.cost_credits * math.ceil(residues / pricing.residues_per_charge)
+
     def param(self, name: str) -> Param:
         return next(param for param in self.params if param.name == name)
 
@@ -211,6 +245,7 @@ class ModelSpec:
             "type": self.type,
             "input": self.input_kind,
             "cost_credits": self.cost_credits,
+            **({"cost_rule": self.length_pricing.public()} if self.length_pricing else {}),
         }
 
     def params_public(self) -> dict[str, dict[str, Any]]:
@@ -325,6 +360,8 @@ MODELS: dict[str, ModelSpec] = {
             runner="workers.runners.alphafold2.AlphaFold2Runner",
             runner_options=_alphafold2_options,
             weights_setting="PHONOS_COLABFOLD_DATA_DIR",
+            max_chains=16,
+            length_pricing=LengthPricing("model_preset", "multimer", residues_per_charge=500),
             outputs=Outputs(
                 primary="PDB of the best-ranked model, pLDDT in the B-factor column",
                 content_type="chemical/x-pdb",
@@ -339,13 +376,22 @@ MODELS: dict[str, ModelSpec] = {
             ),
             params=(
                 Param("max_msa_seqs", int, 512, 1, 8192, description="MSA depth"),
-                Param("use_templates", bool, True, description="Use PDB templates"),
+                Param(
+                    "use_templates",
+                    bool,
+                    True,
+                    description=(
+                        "PDB templates from the MMseqs2 server's search; when not given: true "
+                        "with msa_mode mmseqs2_server, false otherwise"
+                    ),
+                ),
                 Param(
                     "model_preset",
                     str,
                     "monomer",
-                    choices=("monomer", "monomer_casp14", "monomer_ptm"),
-                    description="AlphaFold2 parameter set",
+                    choices=("monomer", "monomer_casp14", "monomer_ptm", "multimer"),
+                    description="AlphaFold2 parameter set; multimer (alphafold2_multimer_v3) "
+                    "for several chains",
                 ),
                 Param("num_recycles", int, 3, 1, 24, description="Recycling iterations"),
                 Param("num_models", int, 5, 1, 5, description="Models run and ranked"),

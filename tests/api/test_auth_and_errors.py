@@ -91,7 +91,7 @@ def test_oversized_bodies_get_413(alice, settings):
         ({"model": "esmfold", "sequence": "MKT", "name": ["x"]}, "name"),
         ({"model": "esmfold", "sequence": "MKT", "colour": "red"}, "colour"),
         (
-            {"model": "alphafold2", "sequence": "MKT", "params": {"model_preset": "multimer"}},
+            {"model": "alphafold2", "sequence": "MKT", "params": {"model_preset": "dimer"}},
             "model_preset",
         ),
         (

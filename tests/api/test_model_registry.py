@@ -84,12 +84,17 @@ def _rule_violations(path: Path) -> list[str]:
         if isinstance(node, ast.Compare):
             operands = [node.left, *node.comparators]
             mentioned = set().union(*(names(operand) for operand in operands)) & PARAM_NAMES
-            bounded = any(
+            # A bound (`<=` a number or a constant) or a set of choices (`in` a tuple or a
+            # constant); `==` a constant is dispatch on a value, not a rule.
+            ordering = any(isinstance(op, ast.Lt | ast.LtE | ast.Gt | ast.GtE) for op in node.ops)
+            membership = any(isinstance(op, ast.In | ast.NotIn) for op in node.ops)
+            constant = any(
                 (isinstance(operand, ast.Constant) and isinstance(operand.value, int | float))
                 or (isinstance(operand, ast.Name) and operand.id.isupper())
                 or isinstance(operand, ast.Tuple)
                 for operand in operands
             )
+            bounded = constant and (ordering or membership)
             if mentioned and bounded:
                 found.append(f"{path.name}:{node.lineno} compares {sorted(mentioned)}")
         elif isinstance(node, ast.Assign) and node in tree.body:
@@ -125,8 +130,11 @@ def test_the_rule_scan_finds_a_second_copy(tmp_path):
         "def read(params):\n"
         "    if not 0 <= params['num_recycles'] <= MAX_NUM_RECYCLES:\n"
         "        raise ValueError\n"
+        "    if params.msa_mode not in MSA_MODES:\n"
+        "        raise ValueError\n"
+        "    return params.model_preset == MULTIMER_PRESET\n"
     )
-    assert len(_rule_violations(copy)) == 2
+    assert len(_rule_violations(copy)) == 3
 
 
 def test_prefer_wait_past_the_per_process_bound_answers_at_once(alice, settings):

@@ -75,6 +75,9 @@ def test_sign_up_submit_watch_and_download_a_fold(
     atoms = int(page.locator("#molstar").get_attribute("data-atoms"))
     assert atoms >= len(SEQUENCE) * 4  # N, CA, C, O at least, per residue
     assert page.locator("#pae").get_attribute("data-residues") == str(len(SEQUENCE))
+    assert page.locator("#pae").get_attribute("data-chain-boundaries") == ""  # one chain
+    page.select_option("#molstar-colour", "chain")
+    page.wait_for_selector("#molstar[data-colour=chain]")
     screenshot(page, "06-job-completed")
 
     with page.expect_download() as download_info:

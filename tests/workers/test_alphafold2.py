@@ -1,7 +1,9 @@
 """AlphaFold2 through ColabFold's real model code, on small random weights of its architecture.
 
 One runner is shared by the module (JAX compiles each input shape once, ~20 s on 2 CPU cores);
-the MSA server is a local HTTP server speaking ColabFold's MMseqs2 protocol.
+the MSA server is a local HTTP server speaking ColabFold's MMseqs2 protocol, templates included:
+its template search answers a variant of tests/data/helix_hairpin.pdb with that structure, as
+an mmCIF file served the way ColabFold's `/template/` endpoint serves PDB70 entries.
 """
 
 from __future__ import annotations
@@ -21,12 +23,18 @@ import pytest
 
 pytest.importorskip("colabfold")
 
-from workers.af2_checkpoints import write_tiny_colabfold_params  # noqa: E402
+from workers.af2_checkpoints import MONOMER, write_tiny_colabfold_params  # noqa: E402
 from workers.runners import JobInputs, RunnerError, RunResult, get_runner  # noqa: E402
 from workers.runners.alphafold2 import DATA_DIR_SETTING, AlphaFold2Runner  # noqa: E402
 from workers.runners.msa import MsaClient  # noqa: E402
 
 pytestmark = pytest.mark.slow
+
+HAIRPIN_PDB = Path(__file__).parents[1] / "data" / "helix_hairpin.pdb"
+TEMPLATE_ID = "9hhp"  # the hairpin's made-up PDB id
+# The hairpin's sequence (SPEELIKKFLELAKKGDPNWEEIAKLFLEL) with two substitutions.
+TEMPLATE_QUERY = "SPEELIRKFLELAKKGDPNWEEIAKLFLQL"
+TEMPLATE_M8 = f"101\t{TEMPLATE_ID}_A\t0.933\t30\t2\t0\t1\t30\t1\t30\t3.1e-12\t52.4\n"
 
 SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQLE"
 # An MMseqs2-style alignment of SEQUENCE: tab-separated hit statistics in the headers,
@@ -68,13 +76,60 @@ class ProgressLog:
         return distinct
 
 
+def hairpin_mmcif() -> str:
+    """tests/data/helix_hairpin.pdb as a PDB-style mmCIF: SEQRES (_entity_poly_seq), peptide
+    components, a release date: what AlphaFold's template featurizer reads."""
+    structure = gemmi.read_structure(str(HAIRPIN_PDB))
+    structure.name = TEMPLATE_ID.upper()
+    structure.setup_entities()
+    for entity in structure.entities:
+        if entity.entity_type == gemmi.EntityType.Polymer:
+            entity.full_sequence = [residue.name for residue in structure[0]["A"]]
+    structure.assign_label_seq_id()
+    document = structure.make_mmcif_document()
+    block = document.sole_block()
+    block.set_pair("_exptl.method", gemmi.cif.quote("THEORETICAL MODEL"))
+    block.set_mmcif_category(
+        "_pdbx_audit_revision_history", {"ordinal": ["1"], "revision_date": ["2020-01-01"]}
+    )
+    for row in block.find("_chem_comp.", ["id", "type"]):
+        row[1] = gemmi.cif.quote("L-peptide linking")
+    return document.as_string()
+
+
+def tar_gz(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, text in files.items():
+            data = text.encode()
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def template_archive(names: list[str]) -> bytes:
+    """ColabFold's /template/<names>: the hits' pdb70 a3m ffindex database and mmCIF files."""
+    assert names == [f"{TEMPLATE_ID}_A"], names
+    a3m = f">{TEMPLATE_ID}_A\nSPEELIKKFLELAKKGDPNWEEIAKLFLEL\n\x00"
+    return tar_gz(
+        {
+            "pdb70_a3m.ffdata": a3m,
+            "pdb70_a3m.ffindex": f"{TEMPLATE_ID}_A\t0\t{len(a3m)}\n",
+            f"{TEMPLATE_ID}.cif": hairpin_mmcif(),
+        }
+    )
+
+
 class MsaServer:
     """ColabFold's MMseqs2 API on loopback: rate-limits the first submission, then answers
-    PENDING, RUNNING, COMPLETE, and a tar.gz; also 429 on the first download."""
+    PENDING, RUNNING, COMPLETE, and a tar.gz; also 429 on the first download. Tickets are
+    numbered per query; /template/<names> serves the template files."""
 
     def __init__(self) -> None:
         self.requests: list[str] = []
         self.submitted: list[dict[str, str]] = []
+        self.tickets: dict[str, str] = {}  # ticket id -> query sequence
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -89,32 +144,38 @@ class MsaServer:
                 server.submitted.append({key: values[0] for key, values in parse_qs(body).items()})
                 if len(server.submitted) == 1:
                     self.send_json({"status": "RATELIMIT"})
-                else:
-                    self.send_json({"status": "PENDING", "id": "ticket-1"})
+                    return
+                query = server.submitted[-1]["q"].split("\n")[1]
+                ticket = f"ticket-{len(server.tickets) + 1}"
+                server.tickets[ticket] = query
+                self.send_json({"status": "PENDING", "id": ticket})
 
             def do_GET(self) -> None:
                 server.requests.append(f"GET {self.path}")
-                polls = sum(request == "GET /ticket/ticket-1" for request in server.requests)
-                if self.path == "/ticket/ticket-1":
-                    self.send_json(
-                        {"status": "RUNNING" if polls == 1 else "COMPLETE", "id": "ticket-1"}
-                    )
-                elif self.path == "/result/download/ticket-1":
+                kind, _, name = self.path.strip("/").rpartition("/")
+                if kind == "ticket" and name in server.tickets:
+                    polls = server.requests.count(f"GET {self.path}")
+                    self.send_json({"status": "RUNNING" if polls == 1 else "COMPLETE", "id": name})
+                elif kind == "result/download" and name in server.tickets:
                     downloads = sum("/result/download/" in request for request in server.requests)
                     if downloads == 1:
                         self.send_response(429)
                         self.send_header("Retry-After", "0")
                         self.end_headers()
                         return
-                    payload = result_archive()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/octet-stream")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
+                    self.send_bytes(result_archive(server.tickets[name]))
+                elif kind == "template":
+                    self.send_bytes(template_archive(name.split(",")))
                 else:
                     self.send_response(404)
                     self.end_headers()
+
+            def send_bytes(self, payload: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
 
             def send_json(self, body: dict[str, Any]) -> None:
                 payload = json.dumps(body).encode()
@@ -132,31 +193,28 @@ class MsaServer:
     def reset(self) -> None:
         self.requests.clear()
         self.submitted.clear()
+        self.tickets.clear()
 
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
 
 
-def result_archive() -> bytes:
-    """The tar.gz layout of ColabFold's /result/download: one a3m per database, and more."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for name, text in (
-            ("uniref.a3m", UNIREF_A3M),
-            ("bfd.mgnify30.metaeuk30.smag30.a3m", ENV_A3M),
-            ("pdb70.m8", "101\t1abc_A\t0.5\t24\t0\t0\t1\t24\t1\t24\t1e-5\t50\n"),
-        ):
-            data = text.encode()
-            member = tarfile.TarInfo(name)
-            member.size = len(data)
-            archive.addfile(member, io.BytesIO(data))
-    return buffer.getvalue()
+def result_archive(query: str) -> bytes:
+    """The tar.gz layout of ColabFold's /result/download: one a3m per database and the template
+    search's pdb70.m8 (BLAST tabular). SEQUENCE has homologues and no template; TEMPLATE_QUERY
+    has no homologue and the hairpin as its template; any other query, neither."""
+    if query == SEQUENCE:
+        uniref, env, m8 = UNIREF_A3M, ENV_A3M, ""
+    else:
+        uniref, env = f">101\n{query}\n\x00", ""
+        m8 = TEMPLATE_M8 if query == TEMPLATE_QUERY else ""
+    return tar_gz({"uniref.a3m": uniref, "bfd.mgnify30.metaeuk30.smag30.a3m": env, "pdb70.m8": m8})
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_colabfold_params(tmp_path_factory.mktemp("colabfold"))
+    return write_tiny_colabfold_params(tmp_path_factory.mktemp("colabfold"), sets=(MONOMER,))
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +319,7 @@ def test_single_sequence_gives_ranked_models_with_plddt_in_b_factors(
     assert {item.role for item in result.files} == {"structure", "confidence", "msa"}
 
 
-def test_metadata_marks_random_weights_and_dropped_templates(
+def test_metadata_marks_random_weights_and_no_templates_without_a_server(
     single_sequence_run: tuple[RunResult, ProgressLog], data_dir: Path
 ) -> None:
     result, progress = single_sequence_run
@@ -269,9 +327,9 @@ def test_metadata_marks_random_weights_and_dropped_templates(
     assert metadata["untrained"] is True
     assert metadata["weights"] == str(data_dir)
     assert metadata["device"] == "cpu"
-    assert metadata["templates"]["requested"] is True
-    assert metadata["templates"]["used"] is False
-    assert "template database" in metadata["templates"]["reason"]
+    # Templates come from the MSA server's search: off by default in single_sequence mode.
+    assert metadata["templates"] == {"requested": False, "used": False, "templates": []}
+    assert result.summary["templates"] == metadata["templates"]
     assert metadata["msa"] == {"mode": "single_sequence", "sequences": 1}
     assert metadata["params"]["num_models"] == 2
     assert metadata["versions"]["colabfold"] == "1.6.3"
@@ -346,7 +404,12 @@ def test_the_runner_folds_with_the_server_msa(
         inputs=JobInputs(
             sequence=SEQUENCE,
             name="server",
-            params={"model_preset": "monomer", "num_models": 1, "num_recycles": 1},
+            params={
+                "model_preset": "monomer",
+                "num_models": 1,
+                "num_recycles": 1,
+                "use_templates": False,
+            },
         ),
         workdir=tmp_path / "job",
         progress=progress,
@@ -373,6 +436,8 @@ def test_the_runner_folds_with_the_server_msa(
 def test_bad_input_fails_before_any_work(
     params: dict[str, Any], message: str, tmp_path: Path
 ) -> None:
+    # Parameter rules are checked at submission (tests/api); the runner checks what only it
+    # reads: the a3m's content against the job's sequence.
     runner = AlphaFold2Runner(data_dir=str(tmp_path / "nowhere"))
     with pytest.raises(RunnerError, match=message):
         runner.run(
@@ -380,6 +445,77 @@ def test_bad_input_fails_before_any_work(
             workdir=tmp_path,
             progress=ProgressLog(),
         )
+
+
+def test_server_templates_are_used_then_served_from_the_cache(
+    runner: AlphaFold2Runner, msa_server: MsaServer, tmp_path: Path
+) -> None:
+    inputs = JobInputs(
+        sequence=TEMPLATE_QUERY,
+        name="templated",
+        params={"model_preset": "monomer", "num_models": 2, "num_recycles": 1},
+    )
+    progress = ProgressLog()
+    result = runner.run(inputs=inputs, workdir=tmp_path / "first", progress=progress)
+    ticket = [request for request in msa_server.requests if request.startswith("GET /result")]
+    assert msa_server.requests[-1] == f"GET /template/{TEMPLATE_ID}_A", msa_server.requests
+    assert ticket and msa_server.submitted[-1]["q"] == f">101\n{TEMPLATE_QUERY}\n"
+    templates = result.summary["templates"]
+    assert templates == {
+        "requested": True,
+        "used": True,
+        "templates": [
+            {
+                "query_chains": ["A"],
+                "name": f"{TEMPLATE_ID}_A",
+                "pdb_id": TEMPLATE_ID,
+                "chain": "A",
+                "identity": 0.933,
+                "evalue": 3.1e-12,
+            }
+        ],
+        # Monomer models 3 to 5 have no template weights.
+        "models": ["model_1", "model_2"],
+    }
+    assert result.metadata["templates"] == {**templates, "cached": False}
+    assert result.metadata["params"]["use_templates"] is True
+    # The first template job loads the template-enabled networks.
+    assert progress.stages() == ["msa", "loading_model", "inference", "writing_outputs"]
+    confidence = json.loads(file_named(result, "confidence.json").read_text())
+    assert confidence["templates"] == templates
+    sequence, _ = ca_atoms(file_named(result, result.primary_file))
+    assert sequence == TEMPLATE_QUERY
+
+    requests_before = len(msa_server.requests)
+    again = runner.run(inputs=inputs, workdir=tmp_path / "second", progress=ProgressLog())
+    assert len(msa_server.requests) == requests_before  # MSA, hits and mmCIF all cached
+    assert again.summary["templates"] == templates
+    assert again.metadata["templates"]["cached"] is True
+    assert again.metadata["msa"]["cached"] is True
+
+
+def test_template_features_hold_the_template_structure(
+    msa_server: MsaServer, tmp_path: Path
+) -> None:
+    from workers.runners.alphafold2 import _template_features
+
+    client = MsaClient(server_url=msa_server.url, cache_dir=None, sleep=lambda _: None)
+    _, cached, search = client.fetch_with_templates(TEMPLATE_QUERY, scratch_dir=tmp_path)
+    assert cached is False and search.cached is False
+    assert [hit.name for hit in search.hits] == [f"{TEMPLATE_ID}_A"]
+    assert search.mmcif_dir is not None and search.mmcif_dir.is_relative_to(tmp_path)
+    assert sorted(path.name for path in search.mmcif_dir.iterdir()) == [f"{TEMPLATE_ID}.cif"]
+
+    (features,), used = _template_features([TEMPLATE_QUERY], [TEMPLATE_QUERY], [search])
+    assert [name.decode() for name in features["template_domain_names"]] == [f"{TEMPLATE_ID}_A"]
+    assert [hit["pdb_id"] for hit in used] == [TEMPLATE_ID]
+    # The template's CA coordinates are the hairpin's, residue for residue.
+    hairpin = gemmi.read_structure(str(HAIRPIN_PDB))[0]["A"]
+    ca_index = 1  # residue_constants.atom_order["CA"]
+    positions = features["template_all_atom_positions"][0][:, ca_index].ravel().tolist()
+    expected = [coordinate for residue in hairpin for coordinate in residue["CA"][0].pos.tolist()]
+    assert positions == pytest.approx(expected, abs=1e-3)
+    assert features["template_all_atom_masks"][0][:, ca_index].tolist() == [1.0] * 30
 
 
 def test_missing_weights_name_the_setting(tmp_path: Path, data_dir: Path) -> None:
@@ -428,7 +564,7 @@ def test_an_alphafold2_job_runs_end_to_end(alice, start_worker, s3_storage, data
     while (job := alice.get(f"/v1/jobs/{job_id}").json())["status"] not in {"completed", "failed"}:
         assert time.monotonic() < deadline, job
         time.sleep(0.5)
-    assert job["status"] == "completed", job
+    assert job["status"] == "completed", job.get("error")
 
     download = alice.get(job["download_url"])
     structure = gemmi.read_pdb_string(download.text)
@@ -440,6 +576,7 @@ def test_an_alphafold2_job_runs_end_to_end(alice, start_worker, s3_storage, data
     )
     results = alice.get(f"/v1/jobs/{job_id}/results").json()
     assert results["untrained"] is True
+    assert results["summary"]["templates"] == {"requested": False, "used": False, "templates": []}
     assert results["summary"]["best_sample"] == 0
     assert set(results["files"]) == {
         f"{job_id}.pdb",

@@ -1,4 +1,5 @@
-// The job page's results: the structure in Mol* coloured by pLDDT, and the PAE heatmap.
+// The job page's results: the structure in Mol* coloured by pLDDT or by chain, and the PAE
+// heatmap with lines at the chain boundaries of a complex.
 // Each element gets data-loaded="true" once drawn (the browser tests wait on it).
 (function () {
   "use strict";
@@ -19,17 +20,32 @@
     await viewer.loadStructureFromUrl(element.dataset.structureUrl, element.dataset.format, false);
     const plugin = viewer.plugin;
     const structures = plugin.managers.structure.hierarchy.current.structures;
-    // The B-factor column holds pLDDT (0-100): Mol*'s uncertainty theme colours by it.
-    for (const structure of structures) {
-      await plugin.managers.structure.component.updateRepresentationsTheme(structure.components, {
-        color: "uncertainty",
-        colorParams: { domain: [50, 90], list: { kind: "interpolate", colors: [[0xff7d45, 0], [0xffdb13, 0.33], [0x65cbf3, 0.66], [0x0053d6, 1]] } },
+    await colourStructures(plugin, structures, "plddt");
+    const select = document.getElementById("molstar-colour");
+    if (select) {
+      select.addEventListener("change", () => {
+        colourStructures(plugin, structures, select.value).then(() => {
+          element.dataset.colour = select.value;
+        });
       });
     }
     const data = structures.length ? structures[0].cell.obj.data : null;
     element.dataset.atoms = data ? String(data.elementCount) : "0";
     element.dataset.loaded = data && data.elementCount > 0 ? "true" : "empty";
     window.phonosViewer = viewer;
+  }
+
+  async function colourStructures(plugin, structures, by) {
+    // The B-factor column holds pLDDT (0-100): Mol*'s uncertainty theme colours by it.
+    const theme = by === "chain"
+      ? { color: "chain-id" }
+      : {
+        color: "uncertainty",
+        colorParams: { domain: [50, 90], list: { kind: "interpolate", colors: [[0xff7d45, 0], [0xffdb13, 0.33], [0x65cbf3, 0.66], [0x0053d6, 1]] } },
+      };
+    for (const structure of structures) {
+      await plugin.managers.structure.component.updateRepresentationsTheme(structure.components, theme);
+    }
   }
 
   // Green (low error) to white (high), as AlphaFold DB draws PAE.
@@ -56,13 +72,25 @@
         ctx.fillRect(margin + j * cell, 4 + i * cell, Math.ceil(cell), Math.ceil(cell));
       }
     }
+    // A complex's chains: [start, end) offsets; a line where one chain ends and the next begins.
+    const chains = confidence.chains || [];
+    ctx.strokeStyle = "#111"; ctx.lineWidth = 1.5;
+    for (const chain of chains.slice(0, -1)) {
+      const at = chain.end * cell;
+      ctx.beginPath(); ctx.moveTo(margin + at, 4); ctx.lineTo(margin + at, 4 + size); ctx.stroke();
+      ctx.beginPath(); ctx.moveTo(margin, 4 + at); ctx.lineTo(margin + size, 4 + at); ctx.stroke();
+    }
+    canvas.dataset.chainBoundaries = chains.slice(0, -1).map((chain) => chain.end).join(",");
     ctx.fillStyle = "#555"; ctx.font = "11px system-ui, sans-serif";
     ctx.fillText("1", margin - 12, 14); ctx.fillText(String(n), margin - 4 - 7 * String(n).length, 4 + size);
     ctx.fillText("residue", margin + size / 2 - 18, canvas.height - 2);
     canvas.dataset.residues = String(n);
     canvas.dataset.loaded = "true";
     document.getElementById("pae-caption").textContent +=
-      ` ${n} residues; colour scale 0–${max.toFixed(1)} Å; pTM ${confidence.ptm ?? "—"}.`;
+      ` ${n} residues; colour scale 0–${max.toFixed(1)} Å; pTM ${confidence.ptm ?? "—"}` +
+      (chains.length > 1
+        ? `; ipTM ${confidence.iptm ?? "—"}; chains ${chains.map((chain) => chain.id).join(", ")} (lines mark their boundaries).`
+        : ".");
   }
 
   const viewerElement = document.getElementById("molstar");
