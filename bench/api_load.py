@@ -63,8 +63,9 @@ UNLIMITED = 1_000_000_000
 ACCOUNT_SETUP = f"""
 import json
 from apps.accounts.models import Account
-from apps.accounts.services import account_create, api_key_create
-account = account_create(username="bench", email="bench@example.invalid", credits={UNLIMITED})
+from apps.accounts.services import api_key_create
+from apps.billing.services import account_open
+account = account_open(username="bench", email="bench@example.invalid", credits={UNLIMITED})
 Account.objects.filter(id=account.id).update(max_active_jobs={UNLIMITED}, max_key_rate_limit={UNLIMITED})
 created = api_key_create(account=account, name="bench", rate_limit_per_minute={UNLIMITED})
 print("BENCH_SETUP " + json.dumps({{"api_key": created.raw_key}}))

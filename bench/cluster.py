@@ -614,8 +614,9 @@ def _answers(port: int) -> bool:
 ACCOUNT_SETUP = f"""
 import json
 from apps.accounts.models import Account
-from apps.accounts.services import account_create, api_key_create
-account = account_create(username="cluster", email="cluster@example.invalid", credits={UNLIMITED})
+from apps.accounts.services import api_key_create
+from apps.billing.services import account_open
+account = account_open(username="cluster", email="cluster@example.invalid", credits={UNLIMITED})
 Account.objects.filter(id=account.id).update(max_active_jobs={UNLIMITED})
 created = api_key_create(account=account, name="cluster", rate_limit_per_minute={UNLIMITED})
 print("CLUSTER_SETUP " + json.dumps({{"api_key": created.raw_key}}))

@@ -45,7 +45,7 @@ def main() -> None:
     import django
 
     django.setup()
-    from apps.accounts.services import account_create
+    from apps.billing.services import account_open
     from apps.jobs.catalog import submission_clean
     from apps.jobs.models import Job
     from apps.jobs.services import job_submit
@@ -83,7 +83,7 @@ def main() -> None:
         while "ready." not in (workdir / "worker.log").read_text():
             time.sleep(0.2)
         time.sleep(5)  # let the pool process finish preloading the model
-        account = account_create(
+        account = account_open(
             username=f"bench-{time.time_ns()}", email="b@example.com", credits=10 * (args.jobs + 1)
         )
         submission = submission_clean({"model": "esmfold", "sequence": "MKTVRQERLKSIVRILERSK"})

@@ -38,7 +38,7 @@ def use_django_logging(**_) -> None:
 @before_task_publish.connect
 def carry_request_id(headers: dict, **_) -> None:
     """A task published while handling a request (or a job) carries that request's id."""
-    from apps.ops.context import request_id_current
+    from apps.common.request_context import request_id_current
 
     request_id = request_id_current()
     if request_id:
@@ -47,7 +47,7 @@ def carry_request_id(headers: dict, **_) -> None:
 
 @task_prerun.connect
 def bind_request_id(task: Task, **_) -> None:
-    from apps.ops.context import log_context_replace, request_id_clean
+    from apps.common.request_context import log_context_replace, request_id_clean
 
     raw = task.request.get(REQUEST_ID_TASK_HEADER)
     log_context_replace({"request_id": request_id_clean(raw)} if raw else {})
@@ -55,6 +55,6 @@ def bind_request_id(task: Task, **_) -> None:
 
 @task_postrun.connect
 def unbind_request_id(**_) -> None:
-    from apps.ops.context import log_context_replace
+    from apps.common.request_context import log_context_replace
 
     log_context_replace({})

@@ -476,7 +476,7 @@ PHONOS_RETENTION_USAGE_DAYS = env_int("PHONOS_RETENTION_USAGE_DAYS", 90, minimum
 PHONOS_RETENTION_BATCH_SIZE = env_int("PHONOS_RETENTION_BATCH_SIZE", 1000, minimum=1)
 PHONOS_RETENTION_INTERVAL_SECONDS = env_int("PHONOS_RETENTION_INTERVAL_SECONDS", 3600, minimum=1)
 CELERY_BEAT_SCHEDULE["retention-prune"] = {
-    "task": "apps.jobs.tasks.retention_prune",
+    "task": "apps.ops.tasks.retention_prune",
     "schedule": float(PHONOS_RETENTION_INTERVAL_SECONDS),
     "options": {"queue": "light", "expires": PHONOS_RETENTION_INTERVAL_SECONDS},
 }

@@ -13,16 +13,19 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-# ensure_venv EXTRAS: a virtualenv in .venv with the project installed (editable).
+# ensure_venv EXTRAS: a virtualenv in .venv with the project installed (editable), every
+# package at the version pinned in requirements/lock.txt (the same versions as production).
 ensure_venv() {
   local extras=$1 stamp
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-  stamp=".venv/.phonos-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras//[^a-z,]/}"
+  stamp=".venv/.phonos-installed-$(cat pyproject.toml requirements/lock.txt | sha256sum | cut -c1-16)-${extras//[^a-z,]/}"
   if [ ! -f "$stamp" ]; then
     log "installing Phonos and its dependencies ($extras) into .venv"
     .venv/bin/python -m pip install -q --upgrade pip 2>/dev/null
-    # torch is pinned in pyproject (==2.13.0): the CPU wheel on these machines, never CUDA.
-    .venv/bin/python -m pip install -q -e ".[$extras]" 2>&1 | grep -v "^WARNING: Location" || true
+    # The lock pins torch to the CPU wheel (2.13.0+cpu), never CUDA; it constrains, so only the
+    # named extras are installed.
+    .venv/bin/python -m pip install -q -c requirements/lock.txt -e ".[$extras]" 2>&1 \
+      | grep -v "^WARNING: Location" || true
     .venv/bin/python -c "import django" && touch "$stamp"
   fi
 }

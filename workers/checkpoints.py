@@ -78,3 +78,25 @@ def write_tiny_esmfold(path: Path, *, seed: int = 0) -> Path:
     tokenizer.pad_token_id = 0
     tokenizer.save_pretrained(path)
     return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m workers.checkpoints PATH`: a worker-side command (it needs torch), so it lives
+    with the workers rather than among the API's management commands."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m workers.checkpoints",
+        description="Write a tiny, randomly initialised ESMFold checkpoint for smoke-testing a "
+        "deployment. Its structures are meaningless; jobs run on it are marked untrained.",
+    )
+    parser.add_argument("path", type=Path, help="Directory to write (save_pretrained layout)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    written = write_tiny_esmfold(args.path, seed=args.seed)
+    print(f"Wrote an UNTRAINED ESMFold checkpoint to {written}")
+    print(f"Point workers at it with PHONOS_ESMFOLD_WEIGHTS={written}")
+
+
+if __name__ == "__main__":
+    main()

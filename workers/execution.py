@@ -13,20 +13,19 @@ from pathlib import Path
 
 from django.conf import settings
 
-from apps.common.exceptions import InvalidInput
+from apps.common.exceptions import InvalidInput, NotFound
+from apps.common.request_context import log_context_bind, log_context_reset
 from apps.jobs.models import Job
 from apps.jobs.registry import MODELS
-from apps.jobs.selectors import protein_job_get
+from apps.jobs.selectors import job_output_prefix, job_output_read, protein_job_get
 from apps.jobs.services import (
     job_complete,
     job_fail,
     job_heartbeat,
-    job_output_prefix,
     job_progress,
     job_start,
 )
 from apps.jobs.storage import get_storage
-from apps.ops.context import log_context_bind, log_context_reset
 from workers.presence import model_state_set
 from workers.runners import MODEL_IDS, JobInputs, Runner, RunnerError, get_runner
 from workers.runners.scrub import server_paths_scrub
@@ -61,11 +60,10 @@ def job_runner_params(*, job: Job) -> dict:
             job_id=protein_job_id,
             max_residues=MODELS[job.model].max_length,
         )
-        with get_storage().open(job_output_prefix(job=source) + source.output_file) as stream:
-            params["protein_pdb"] = stream.read().decode()
+        params["protein_pdb"] = job_output_read(job=source, name=source.output_file).decode()
     except InvalidInput as error:
         raise RunnerError(error.message) from None
-    except FileNotFoundError:
+    except NotFound:
         raise RunnerError(
             f"params.protein_job_id: the structure of job {protein_job_id} is no longer stored"
         ) from None

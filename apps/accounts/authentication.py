@@ -2,6 +2,7 @@ from rest_framework import authentication, exceptions
 
 from apps.accounts.selectors import api_key_get_active
 from apps.accounts.services import api_key_touch
+from apps.common.request_usage import request_usage
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -23,8 +24,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if api_key is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API key")
         api_key_touch(api_key=api_key)
-        # Seen by the usage middleware, which works on the plain Django request.
-        request._request.phonos_api_key = api_key
+        usage = request_usage(request)
+        usage.api_key_id, usage.account_id = api_key.id, api_key.account_id
         return (api_key.account, api_key)
 
     def authenticate_header(self, request) -> str:

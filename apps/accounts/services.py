@@ -8,7 +8,6 @@ from django.utils import timezone
 
 from apps.accounts.keys import DISPLAY_PREFIX_LENGTH, generate_key, key_digest
 from apps.accounts.models import Account, ApiKey
-from apps.billing.services import credits_grant
 from apps.common.exceptions import InvalidInput, NotFound
 
 LAST_USED_WRITE_INTERVAL = timedelta(minutes=5)
@@ -22,10 +21,10 @@ class CreatedKey:
 
 
 @transaction.atomic
-def account_create(
-    *, username: str, email: str, credits: int = 0, email_verified: bool = False
-) -> Account:
-    """An account. `email_verified` is for operators, who vouch for the address themselves."""
+def account_create(*, username: str, email: str, email_verified: bool = False) -> Account:
+    """A new tenant with no credits: billing's `account_open` grants the opening credits.
+    `email_verified` is for operators, who vouch for the address themselves; their accounts
+    get the credits the operator chose, never the trial as well."""
     if Account.objects.filter(username=username).exists():
         raise InvalidInput(f"An account named {username!r} already exists")
     if (
@@ -34,17 +33,12 @@ def account_create(
     ):
         raise InvalidInput(f"Another account has already verified {email!r}")
     now = timezone.now()
-    account = Account.objects.create(
+    return Account.objects.create(
         username=username,
         email=email,
         email_verified_at=now if email_verified else None,
-        # Operator-made accounts get the credits the operator chose, never the trial as well.
-        trial_credits_granted_at=now if email_verified or credits else None,
+        trial_credits_granted_at=now if email_verified else None,
     )
-    if credits:
-        credits_grant(account_id=account.id, amount=credits, description="Initial credits")
-        account.refresh_from_db()
-    return account
 
 
 def email_verification_token(*, account: Account) -> str:
@@ -57,14 +51,15 @@ def email_verification_token(*, account: Account) -> str:
 @dataclass(frozen=True)
 class EmailVerification:
     account: Account
-    credits_granted: int  # 0 when this link had already been used
+    # True for the one verification that claims the account's trial credits; billing grants them.
+    trial_claimed: bool
 
 
 def account_email_verify(*, token: str) -> EmailVerification:
-    """Mark the address verified and grant the trial credits, exactly once per account.
+    """Mark the address verified and claim the trial credits, exactly once per account.
 
     Both steps are compare-and-set updates from empty, so a link followed twice, or twice at the
-    same moment, verifies and credits once; the second answer is simply "already verified".
+    same moment, verifies and claims once; the caller grants in the same transaction.
     """
     try:
         payload = signing.loads(
@@ -90,16 +85,11 @@ def account_email_verify(*, token: str) -> EmailVerification:
                 )
         except IntegrityError:
             raise InvalidInput("Another account has already verified this email address") from None
-        credits = settings.PHONOS_SIGNUP_CREDITS
-        first_grant = Account.objects.filter(
+        claimed = Account.objects.filter(
             id=account.id, trial_credits_granted_at__isnull=True
         ).update(trial_credits_granted_at=now)
-        if first_grant and credits:
-            credits_grant(account_id=account.id, amount=credits, description="Trial credits")
-        else:
-            credits = 0
         account.refresh_from_db()
-    return EmailVerification(account=account, credits_granted=credits)
+    return EmailVerification(account=account, trial_claimed=bool(claimed))
 
 
 @transaction.atomic

@@ -16,6 +16,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from apps.accounts.models import Account
+from apps.accounts.services import account_create, account_email_verify
 from apps.billing.models import CheckoutSession, LedgerEntry, StripeEvent
 from apps.billing.selectors import credit_pack_get
 from apps.billing.stripe_client import (
@@ -25,7 +26,7 @@ from apps.billing.stripe_client import (
     stripe_payments_enabled,
 )
 from apps.common.exceptions import ApplicationError, InsufficientCredits, InvalidInput
-from apps.ops.metrics import credits_debited_observe
+from apps.common.metrics import credits_debited_observe
 
 logger = logging.getLogger(__name__)
 
@@ -76,16 +77,45 @@ def credits_grant(
     )
 
 
-@transaction.atomic
-def credits_adjust(*, account_id: int, amount: int, description: str) -> LedgerEntry:
-    if amount == 0:
-        raise InvalidInput("An adjustment must change the balance")
+def credits_forfeit(*, account_id: int, amount: int, description: str) -> LedgerEntry:
+    """Take `amount` credits away for good (an adjustment entry), e.g. a deleted account's
+    remaining balance; the conditional update refuses more than the balance holds."""
+    if amount <= 0:
+        raise InvalidInput("A forfeit must be a positive number of credits")
     return _apply(
         account_id=account_id,
-        amount=amount,
+        amount=-amount,
         kind=LedgerEntry.Kind.ADJUSTMENT,
         description=description,
     )
+
+
+@transaction.atomic
+def account_open(
+    *, username: str, email: str, credits: int = 0, email_verified: bool = False
+) -> Account:
+    """A new tenant and its opening credits, in one transaction (accounts knows no billing)."""
+    account = account_create(username=username, email=email, email_verified=email_verified)
+    if credits:
+        # Opening credits stand in for the trial: verifying the address later adds nothing.
+        Account.objects.filter(id=account.id).update(trial_credits_granted_at=timezone.now())
+        credits_grant(account_id=account.id, amount=credits, description="Initial credits")
+        account.refresh_from_db()
+    return account
+
+
+@transaction.atomic
+def account_email_verify_and_credit(*, token: str) -> tuple[Account, int]:
+    """Verify an address from its mailed link and grant the trial credits the first time:
+    the account and the credits granted (0 when the link had been used)."""
+    verification = account_email_verify(token=token)
+    credits = settings.PHONOS_SIGNUP_CREDITS if verification.trial_claimed else 0
+    if credits:
+        credits_grant(
+            account_id=verification.account.id, amount=credits, description="Trial credits"
+        )
+        verification.account.refresh_from_db()
+    return verification.account, credits
 
 
 def credits_purchase(

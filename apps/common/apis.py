@@ -1,3 +1,5 @@
+from typing import Protocol, runtime_checkable
+
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
@@ -8,10 +10,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.models import ApiKey
-from apps.accounts.ratelimit import rate_limit_hit
 from apps.common.exceptions import TooManyRequests
 from apps.common.parsers import StorableJSONParser
+from apps.common.ratelimit import rate_limit_hit
+
+
+@runtime_checkable
+class RateLimitedCredential(Protocol):
+    """What `request.auth` carries when a request is rate-limited (accounts' `ApiKey`): common
+    names the shape, so that it imports no domain app."""
+
+    id: int
+    rate_limit_per_minute: int
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -75,7 +85,7 @@ class PhonosApiView(APIView):
 
     def check_throttles(self, request: Request) -> None:
         api_key = request.auth
-        if not isinstance(api_key, ApiKey):
+        if not isinstance(api_key, RateLimitedCredential):
             return
         decision = rate_limit_hit(key_id=api_key.id, limit=api_key.rate_limit_per_minute)
         request.rate_limit = decision

@@ -6,9 +6,9 @@ from django.contrib.auth import logout
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
-from apps.accounts.deletion import account_delete
 from apps.accounts.models import Account
 from apps.dashboard.views import account_required
+from apps.ops.account_deletion import account_delete
 
 
 @account_required

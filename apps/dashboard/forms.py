@@ -97,7 +97,7 @@ class SubmitForm(forms.Form):
         ]
         for spec in MODELS.values():
             for param in spec.params:
-                if param.name in {"protein_pdb", "ligand_smiles"}:
+                if param.name in {"protein_pdb", "protein_job_id", "ligand_smiles"}:
                     continue  # asked for by the docking fields above
                 self.fields[param_field_name(spec.id, param)] = _param_field(param)
 

@@ -9,7 +9,8 @@ from apps.common.exception_handler import error_body
 from apps.common.exceptions import TooManyRequests
 from apps.dashboard.views import _found, account_required
 from apps.jobs.selectors import job_get
-from apps.jobs.streams import job_event_response, stream_view
+from apps.jobs.stream_apis import stream_view
+from apps.jobs.streams import job_event_response
 
 
 @stream_view

@@ -17,18 +17,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from apps.accounts.models import Account
-from apps.accounts.services import account_email_verify, api_key_create, api_key_revoke
-from apps.billing.selectors import ledger_entry_list
+from apps.accounts.services import api_key_create, api_key_revoke
+from apps.billing.selectors import credit_pack_list, ledger_entry_list
+from apps.billing.services import account_email_verify_and_credit, checkout_session_create
+from apps.billing.stripe_client import stripe_payments_enabled
 from apps.common.client_ip import client_ip
 from apps.common.exceptions import ApplicationError, NotFound
 from apps.dashboard.forms import ApiKeyForm, SignupForm, SubmitForm, WebhookForm
-from apps.dashboard.selectors import (
-    api_key_list,
-    checkout_service,
-    credit_pack_offers,
-    fold_jobs_for_docking,
-    job_structure_text,
-)
+from apps.dashboard.selectors import api_key_list, fold_jobs_for_docking
 from apps.dashboard.services import email_verification_send, signup_throttle_hit, user_signup
 from apps.jobs.catalog import submission_clean
 from apps.jobs.models import Job
@@ -104,7 +100,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 def verify_email(request: HttpRequest, token: str) -> HttpResponse:
     """The link from the verification mail; it needs no session (it may open in another browser)."""
     try:
-        verification = account_email_verify(token=token)
+        _, credits_granted = account_email_verify_and_credit(token=token)
     except ApplicationError as error:
         return render(
             request,
@@ -112,10 +108,9 @@ def verify_email(request: HttpRequest, token: str) -> HttpResponse:
             {"message": error.message},
             status=error.status_code,
         )
-    if verification.credits_granted:
+    if credits_granted:
         messages.success(
-            request,
-            f"Email verified: {verification.credits_granted} free credits added to your account.",
+            request, f"Email verified: {credits_granted} free credits added to your account."
         )
     else:
         messages.info(request, "Your email address is verified.")
@@ -235,11 +230,12 @@ def _submission_data(account: Account, form: SubmitForm) -> dict[str, Any]:
     data: dict[str, Any] = {"model": spec.id, "name": form.cleaned_data["name"]}
     params = form.params()
     if spec.type == "docking":
+        # As the API does: a fold is named by its id; the worker reads its structure.
         receptor = form.uploaded_pdb()
-        if receptor is None and form.cleaned_data["protein_job"]:
-            receptor = job_structure_text(account=account, job_id=form.cleaned_data["protein_job"])
         if receptor is not None:
             params["protein_pdb"] = receptor
+        elif form.cleaned_data["protein_job"]:
+            params["protein_job_id"] = form.cleaned_data["protein_job"]
         smiles = form.cleaned_data["ligand_smiles"].strip()
         if smiles:
             params["ligand_smiles"] = smiles
@@ -391,9 +387,9 @@ def billing(request: HttpRequest, account: Account) -> HttpResponse:
         {
             "account": account,
             "entries": ledger_entry_list(account=account, limit=100),
-            "packs": credit_pack_offers(),
-            "currency": getattr(settings, "PHONOS_CURRENCY", "usd").upper(),
-            "checkout_available": checkout_service() is not None,
+            "packs": credit_pack_list(),
+            "currency": settings.PHONOS_CURRENCY.upper(),
+            "checkout_available": stripe_payments_enabled(),
         },
     )
 
@@ -401,13 +397,12 @@ def billing(request: HttpRequest, account: Account) -> HttpResponse:
 @require_POST
 @account_required
 def billing_checkout(request: HttpRequest, account: Account) -> HttpResponse:
-    checkout = checkout_service()
-    if checkout is None:
+    if not stripe_payments_enabled():
         messages.error(request, "Buying credits is not available on this deployment yet.")
         return redirect("dashboard:billing")
     back = request.build_absolute_uri(reverse("dashboard:billing"))
     try:
-        _session_id, url = checkout(
+        _session_id, url = checkout_session_create(
             account=account, pack_id=request.POST.get("pack", ""), success_url=back, cancel_url=back
         )
     except ApplicationError as error:

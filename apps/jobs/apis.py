@@ -16,17 +16,17 @@ from rest_framework.response import Response
 from apps.common.apis import PhonosApiView, error_responses
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.common.pagination import PageQuerySerializer, PaginationSerializer, paginate
+from apps.common.request_usage import request_usage
 from apps.jobs.availability import model_availability
 from apps.jobs.catalog import pipeline_clean, submission_clean
 from apps.jobs.idempotency import MAX_KEY_LENGTH, idempotent_call, request_fingerprint
 from apps.jobs.job_keys import msa_cache_path
 from apps.jobs.models import Job
 from apps.jobs.registry import MODELS
-from apps.jobs.selectors import job_get, job_list
+from apps.jobs.selectors import job_get, job_list, job_output_prefix
 from apps.jobs.services import (
     job_cancel,
     job_delete,
-    job_output_prefix,
     job_submit,
     job_submit_batch,
     pipeline_submit,
@@ -240,10 +240,6 @@ def _idempotent_response(request: Request, produce) -> Response:
     response = Response(body, status=status)
     if replayed:
         response["Idempotent-Replayed"] = "true"
-    else:
-        request._request.phonos_credits = body.get("credits_used") or body.get("summary", {}).get(
-            "total_credits_used", 0
-        )
     return response
 
 
@@ -293,7 +289,8 @@ class PredictApi(PhonosApiView):
     )
     def post(self, request: Request) -> Response:
         submission = submission_clean(request.data)
-        request._request.phonos_model = submission.spec.id
+        usage = request_usage(request)
+        usage.model = submission.spec.id
         use_cache = not _no_cache_asked(request)
 
         def produce() -> tuple[int, dict]:
@@ -303,6 +300,7 @@ class PredictApi(PhonosApiView):
                 submission=submission,
                 use_cache=use_cache,
             )
+            usage.credits = job.cost_credits  # charged now; a replay charges nothing
             return 200, _predict_body(job)
 
         response = _idempotent_response(request, produce)
@@ -415,6 +413,7 @@ class PipelineApi(PhonosApiView):
         def produce() -> tuple[int, dict]:
             pipeline = pipeline_submit(account=request.user, api_key=request.auth, pipeline=cleaned)
             jobs = [pipeline.fold, pipeline.dock]
+            request_usage(request).credits = sum(job.cost_credits for job in jobs)
             return 200, {
                 "success": True,
                 "pipeline": {
@@ -561,13 +560,15 @@ class BatchApi(PhonosApiView):
                         }
                     )
             successful = sum(1 for item in results if item["success"])
+            charged = sum(item["credits_used"] for item in results)
+            request_usage(request).credits = charged
             return 200, {
                 "success": successful == len(results),
                 "summary": {
                     "total": len(results),
                     "successful": successful,
                     "failed": len(results) - successful,
-                    "total_credits_used": sum(item["credits_used"] for item in results),
+                    "total_credits_used": charged,
                 },
                 "results": results,
             }

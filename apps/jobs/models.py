@@ -2,8 +2,8 @@ import uuid
 
 from django.db import models
 
+from apps.common.request_context import REQUEST_ID_MAX_LENGTH
 from apps.jobs.registry import MODELS, ModelSpec
-from apps.ops.context import REQUEST_ID_MAX_LENGTH
 
 
 class Job(models.Model):

@@ -24,10 +24,10 @@ from apps.accounts.models import Account
 from apps.common.apis import PhonosApiView, error_responses
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.jobs.models import Job
-from apps.jobs.selectors import job_get
-from apps.jobs.services import job_output_prefix
+from apps.jobs.selectors import job_get, job_output_prefix, job_output_read
 from apps.jobs.storage import get_storage
-from apps.jobs.streams import job_event_response, stream_view
+from apps.jobs.stream_apis import stream_view
+from apps.jobs.streams import job_event_response
 
 CONFIDENCE_FILE = "confidence.json"
 
@@ -37,14 +37,6 @@ def completed_job(*, account: Account, job_id: str) -> Job:
     if job.status != Job.Status.COMPLETED:
         raise InvalidInput(f"Job {job.id} is {job.status}; results exist once it completed")
     return job
-
-
-def _read_output(job: Job, name: str) -> bytes:
-    try:
-        with get_storage().open(job_output_prefix(job=job) + name) as stream:
-            return stream.read()
-    except FileNotFoundError:
-        raise NotFound(f"Job {job.id} has no stored {name}") from None
 
 
 class JobResultsApi(PhonosApiView):
@@ -80,7 +72,7 @@ class JobConfidenceApi(PhonosApiView):
     )
     def get(self, request: Request, job_id: str) -> Response:
         job = completed_job(account=request.user, job_id=job_id)
-        return Response(json.loads(_read_output(job, CONFIDENCE_FILE)))
+        return Response(json.loads(job_output_read(job=job, name=CONFIDENCE_FILE)))
 
 
 class JobArchiveApi(PhonosApiView):
@@ -131,7 +123,7 @@ class JobStructureApi(PhonosApiView):
         if wanted not in {"pdb", "cif"}:
             raise InvalidInput("format must be pdb or cif")
         job = completed_job(account=request.user, job_id=job_id)
-        pdb_text = _read_output(job, job.output_file).decode()
+        pdb_text = job_output_read(job=job, name=job.output_file).decode()
         stem = job.output_file.rsplit(".", 1)[0]
         if wanted == "pdb":
             body, content_type = pdb_text, "chemical/x-pdb"

@@ -19,6 +19,9 @@ from django.utils import timezone
 from apps.accounts.models import Account, ApiKey
 from apps.billing.services import credits_debit_for_job, credits_refund_for_job
 from apps.common.exceptions import ApplicationError, Conflict, InvalidInput, TooManyRequests
+from apps.common.metrics import job_finished_observe
+from apps.common.queues import task_publish
+from apps.common.request_context import request_id_current
 from apps.jobs.availability import models_available_require
 from apps.jobs.catalog import CleanedPipeline, CleanedSubmission, submission_clean
 from apps.jobs.job_keys import job_key
@@ -27,12 +30,11 @@ from apps.jobs.registry import MODELS
 from apps.jobs.selectors import (
     active_job_count,
     job_get,
+    job_output_prefix,
     protein_job_get,
     queued_job_count,
 )
 from apps.jobs.streams import job_event_announce
-from apps.ops.context import request_id_current
-from apps.ops.metrics import job_finished_observe
 from apps.webhooks.services import webhook_event_emit
 
 logger = logging.getLogger(__name__)
@@ -40,25 +42,31 @@ logger = logging.getLogger(__name__)
 RUN_JOB_TASK = "workers.tasks.run_job"
 
 
+def _job_webhook_emit(*, job: Job, event: str) -> None:
+    """The job's state change as a webhook event: jobs builds the payload, webhooks sends it."""
+    completed = job.status == Job.Status.COMPLETED and bool(job.output_file)
+    data = {
+        "job_id": str(job.id),
+        "status": str(job.status),
+        "model": job.model,
+        "download_url": job.download_path if completed else None,
+    }
+    webhook_event_emit(account_id=job.account_id, event=event, data=data, request_id=job.request_id)
+
+
 def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
     """Publish the job's task. A broker that is down is logged, not raised: the sweeper
     re-enqueues pending jobs whose task never arrived."""
-    from phonos.celery import app as celery_app
-
     time_limit = MODELS[model].time_limit
-    try:
-        celery_app.send_task(
-            RUN_JOB_TASK,
-            args=[str(job_id)],
-            task_id=str(job_id),  # lets a cancel revoke the running task by job id
-            queue=MODELS[model].queue,
-            soft_time_limit=time_limit,
-            time_limit=time_limit + settings.PHONOS_HARD_LIMIT_GRACE_SECONDS,
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-        )
-    except Exception:
-        logger.warning("Could not enqueue job %s; the sweeper will retry", job_id, exc_info=True)
+    if not task_publish(
+        RUN_JOB_TASK,
+        args=[str(job_id)],
+        queue=MODELS[model].queue,
+        what=f"job {job_id}",
+        task_id=str(job_id),  # lets a cancel revoke the running task by job id
+        soft_time_limit=time_limit,
+        time_limit=time_limit + settings.PHONOS_HARD_LIMIT_GRACE_SECONDS,
+    ):
         return False
     Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=timezone.now())
     return True
@@ -232,7 +240,7 @@ def _cached_job_create(
         finished_at=now,
     )
     job_finished_observe(job=job)
-    webhook_event_emit(job=job, event="job.completed")
+    _job_webhook_emit(job=job, event="job.completed")
     return job
 
 
@@ -371,7 +379,7 @@ def job_cancel(*, account: Account, job_id: uuid.UUID | str) -> Job:
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     job_finished_observe(job=job)
     _refund(job, reason="Job cancelled")
-    webhook_event_emit(job=job, event="job.cancelled")
+    _job_webhook_emit(job=job, event="job.cancelled")
     _dependents_fail(job_id=job.id, reason="was cancelled")
     _followers_promote(leader_id=job.id)
     transaction.on_commit(lambda: job_stop_task(job_id=job.id))
@@ -422,7 +430,7 @@ def _followers_mirror(*, leader_id: uuid.UUID | str, stage: str, progress: float
         )
         if follower.status == Job.Status.PENDING:
             follower.status, follower.stage = Job.Status.RUNNING, stage
-            webhook_event_emit(job=follower, event="job.started")
+            _job_webhook_emit(job=follower, event="job.started")
 
 
 def _followers_complete(*, leader: Job) -> None:
@@ -457,7 +465,7 @@ def _followers_complete(*, leader: Job) -> None:
             Job.objects.filter(id=follower.id).update(credits_refunded=entry.amount)
         follower.refresh_from_db()
         job_finished_observe(job=follower)
-        webhook_event_emit(job=follower, event="job.completed")
+        _job_webhook_emit(job=follower, event="job.completed")
         _dependents_release(job_id=follower.id)
 
 
@@ -491,15 +499,6 @@ def job_delete(*, account: Account, job_id: uuid.UUID | str) -> Job:
         output_prefix = job_output_prefix(job=job)
         transaction.on_commit(lambda: _delete_outputs(prefix=output_prefix))
     return job
-
-
-def job_output_prefix(*, job: Job) -> str:
-    """Where the job's outputs are stored: its own prefix, or that of the job whose outputs
-    it shares (`outputs_of`), which may belong to another account when results are shared."""
-    if job.outputs_of_id is None:
-        return f"accounts/{job.account_id}/jobs/{job.id}/"
-    owner_account_id = Job.objects.values_list("account_id", flat=True).get(id=job.outputs_of_id)
-    return f"accounts/{owner_account_id}/jobs/{job.outputs_of_id}/"
 
 
 def _delete_outputs(*, prefix: str) -> None:
@@ -551,7 +550,7 @@ def job_start(*, job_id: uuid.UUID | str) -> Job | None:
     job.refresh_from_db()
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     if was_pending:
-        webhook_event_emit(job=job, event="job.started")
+        _job_webhook_emit(job=job, event="job.started")
     _followers_mirror(leader_id=job.id, stage=job.stage, progress=None)
     return job
 
@@ -657,7 +656,7 @@ def job_complete(
     job_event_record(job_id=job_id, status=Job.Status.COMPLETED, stage="done", progress=1.0)
     job = Job.objects.get(id=job_id)
     job_finished_observe(job=job)
-    webhook_event_emit(job=job, event="job.completed")
+    _job_webhook_emit(job=job, event="job.completed")
     _dependents_release(job_id=job_id)
     _followers_complete(leader=job)
     return True
@@ -682,7 +681,7 @@ def job_fail(*, job_id: uuid.UUID | str, error: str) -> bool:
     _refund(job, reason="Job failed")
     job.refresh_from_db()
     job_finished_observe(job=job)
-    webhook_event_emit(job=job, event="job.failed")
+    _job_webhook_emit(job=job, event="job.failed")
     _dependents_fail(job_id=job.id, reason=f"failed: {error}")
     # The same work would fail the same way for the jobs riding on this run.
     for follower_id in list(_followers(leader_id=job.id).values_list("id", flat=True)):

@@ -36,13 +36,11 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.db import close_old_connections
 from django.db.models import Max
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, StreamingHttpResponse
 
-from apps.accounts.ratelimit import redis_client
 from apps.common.exceptions import TooManyRequests
+from apps.common.ratelimit import redis_client
 from apps.jobs.models import Job, JobEvent
-from apps.usage.middleware import endpoint_name
-from apps.usage.services import usage_record
 
 logger = logging.getLogger(__name__)
 
@@ -376,7 +374,7 @@ def _with_connection_check(function: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-def _on_db_thread(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+def on_db_thread(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
     return sync_to_async(
         _with_connection_check(function), thread_sensitive=False, executor=_db_executor
     )
@@ -388,7 +386,7 @@ async def _async_stream(*, job: Job, after_id: int, slot: StreamSlot) -> AsyncIt
     job_key = str(job.id)
     wake = hub.register(job_key)
     poll_seconds = FALLBACK_POLL_SECONDS if settings.REDIS_URL else POLL_SECONDS
-    read_batch = _on_db_thread(job_event_batch)
+    read_batch = on_db_thread(job_event_batch)
     try:
         now = time.monotonic()
         deadline = now + settings.PHONOS_STREAM_MAX_SECONDS
@@ -414,7 +412,7 @@ async def _async_stream(*, job: Job, after_id: int, slot: StreamSlot) -> AsyncIt
                 yield KEEPALIVE_FRAME
             if now - last_renewed >= SLOT_RENEW_SECONDS:
                 last_renewed = now
-                await _on_db_thread(_slot_renew)(slot)
+                await on_db_thread(_slot_renew)(slot)
             if batch.more:
                 continue
             wait = min(
@@ -431,7 +429,7 @@ async def _async_stream(*, job: Job, after_id: int, slot: StreamSlot) -> AsyncIt
         hub.unregister(job_key, wake)
         # Runs on client disconnect too (the task is cancelled); shielded so the release
         # itself is not cancelled half-way.
-        await asyncio.shield(_on_db_thread(_slot_release)(slot))
+        await asyncio.shield(on_db_thread(_slot_release)(slot))
 
 
 def job_event_response(
@@ -452,48 +450,3 @@ def job_event_response(
     # nginx (scripts/serve) must pass each event on at once rather than buffer the stream.
     response["X-Accel-Buffering"] = "no"
     return response
-
-
-# --- Views -------------------------------------------------------------------------------------
-def _usage_record_here(request: HttpRequest, response: HttpResponse, started: float) -> None:
-    """Record the stream's usage on this pool thread. Left to the usage middleware, it would
-    open a database connection on the request's own thread and hold it until the stream ends."""
-    api_key = getattr(request, "phonos_api_key", None)
-    if api_key is None:
-        return
-    del request.phonos_api_key
-    try:
-        usage_record(
-            api_key=api_key,
-            endpoint=endpoint_name(request),
-            method=request.method or "",
-            status_code=response.status_code,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            credits=0,
-            model="",
-        )
-    except Exception:
-        logger.exception("Could not record usage for %s", request.path)
-
-
-def stream_view(view: Callable[..., HttpResponse]) -> Callable[..., Awaitable[HttpResponse]]:
-    """Turn a sync view that answers with `job_event_response` into an async one.
-
-    Under ASGI its set-up (authentication, rate limit, tenancy, slot) runs on the streams'
-    database threads; under WSGI on the request's own thread, as any sync view. Attributes
-    such as DRF's `cls` (read by the OpenAPI generator) are kept."""
-
-    @functools.wraps(view)
-    async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if not isinstance(request, ASGIRequest):
-            return await sync_to_async(view, thread_sensitive=True)(request, *args, **kwargs)
-
-        def set_up() -> HttpResponse:
-            started = time.perf_counter()
-            response = view(request, *args, **kwargs)
-            _usage_record_here(request, response, started)
-            return response
-
-        return await _on_db_thread(set_up)()
-
-    return endpoint

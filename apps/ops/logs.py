@@ -7,7 +7,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from apps.ops.context import log_context_get
+from apps.common.request_context import log_context_get
 
 
 class LogContextFilter(logging.Filter):

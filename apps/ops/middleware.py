@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from apps.ops.context import (
+from apps.common.metrics import http_request_observe
+from apps.common.request_context import (
     REQUEST_ID_HEADER,
     log_context_bind,
     log_context_reset,
     request_id_clean,
 )
-from apps.ops.metrics import http_request_observe
 
 logger = logging.getLogger("phonos.request")
 

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
+from apps.common.request_usage import request_usage
 from apps.usage.services import usage_record
 
 logger = logging.getLogger(__name__)
@@ -26,18 +27,16 @@ class UsageRecordingMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
+        usage = request_usage(request)
         response = self.get_response(request)
-        api_key = getattr(request, "phonos_api_key", None)
-        if api_key is not None:
+        if usage.api_key_id is not None and usage.account_id is not None:
             try:
                 usage_record(
-                    api_key=api_key,
+                    usage=usage,
                     endpoint=endpoint_name(request),
                     method=request.method or "",
                     status_code=response.status_code,
                     latency_ms=(time.perf_counter() - started) * 1000,
-                    credits=getattr(request, "phonos_credits", 0),
-                    model=getattr(request, "phonos_model", ""),
                 )
             except Exception:
                 logger.exception("Could not record usage for %s", request.path)

@@ -1,24 +1,18 @@
-from apps.accounts.models import ApiKey
+from apps.common.request_usage import RequestUsage
 from apps.usage.models import UsageRecord
 
 
 def usage_record(
-    *,
-    api_key: ApiKey,
-    endpoint: str,
-    method: str,
-    status_code: int,
-    latency_ms: float,
-    credits: int,
-    model: str,
+    *, usage: RequestUsage, endpoint: str, method: str, status_code: int, latency_ms: float
 ) -> UsageRecord:
+    """One authenticated request's record: `usage` carries what the request itself reported."""
     return UsageRecord.objects.create(
-        account_id=api_key.account_id,
-        api_key=api_key,
+        account_id=usage.account_id,
+        api_key_id=usage.api_key_id,
         endpoint=endpoint,
         method=method,
         status_code=status_code,
         latency_ms=round(latency_ms, 3),
-        credits=credits,
-        model=model,
+        credits=usage.credits,
+        model=usage.model,
     )

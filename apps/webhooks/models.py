@@ -2,7 +2,7 @@ import uuid
 
 from django.db import models
 
-from apps.ops.context import REQUEST_ID_MAX_LENGTH
+from apps.common.request_context import REQUEST_ID_MAX_LENGTH
 
 
 class Webhook(models.Model):

@@ -24,15 +24,14 @@ from django.utils import timezone
 
 from apps.accounts.models import Account
 from apps.common.exceptions import Conflict, InvalidInput
-from apps.common.queues import Queue
-from apps.jobs.models import Job
-from apps.ops.context import (
+from apps.common.metrics import webhook_delivery_observe
+from apps.common.queues import Queue, task_publish
+from apps.common.request_context import (
     REQUEST_ID_HEADER,
     log_context_bind,
     log_context_reset,
     request_id_current,
 )
-from apps.ops.metrics import webhook_delivery_observe
 from apps.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 from apps.webhooks.outbound import DestinationRefused, OutboundError, destination_vet, outbound_post
 from apps.webhooks.selectors import webhook_delivery_get, webhook_get
@@ -177,16 +176,6 @@ def _payload_render(*, event: str, data: dict[str, Any]) -> str:
     return json.dumps({"event": event, "timestamp": timestamp, "data": data}, separators=(",", ":"))
 
 
-def _job_data(job: Job) -> dict[str, Any]:
-    completed = job.status == Job.Status.COMPLETED and bool(job.output_file)
-    return {
-        "job_id": str(job.id),
-        "status": str(job.status),
-        "model": job.model,
-        "download_url": job.download_path if completed else None,
-    }
-
-
 def _deliveries_create(
     *, webhooks: list[Webhook], event: str, payload: str, request_id: str
 ) -> list[uuid.UUID]:
@@ -215,22 +204,22 @@ def _deliveries_create(
     return delivery_ids
 
 
-def webhook_event_emit(*, job: Job, event: str) -> None:
-    """Announce a job's state change to every enabled webhook of its account subscribed to
-    `event`. Call it inside the transaction of the change: the deliveries commit or roll back
-    with it."""
+def webhook_event_emit(
+    *, account_id: int, event: str, data: dict[str, Any], request_id: str = ""
+) -> None:
+    """Announce `event` with `data` (the caller builds it: jobs its job payload) to every enabled
+    webhook of the account subscribed to it, carrying the request id that started it. Call it
+    inside the transaction of the change: the deliveries commit or roll back with it."""
     if event not in Webhook.Event.values:
         raise ValueError(f"Unknown webhook event {event!r}")
     webhooks = [
         webhook
-        for webhook in Webhook.objects.filter(account_id=job.account_id, disabled_at__isnull=True)
+        for webhook in Webhook.objects.filter(account_id=account_id, disabled_at__isnull=True)
         if event in webhook.events
     ]
     if webhooks:
-        payload = _payload_render(event=event, data=_job_data(job))
-        _deliveries_create(
-            webhooks=webhooks, event=event, payload=payload, request_id=job.request_id
-        )
+        payload = _payload_render(event=event, data=data)
+        _deliveries_create(webhooks=webhooks, event=event, payload=payload, request_id=request_id)
 
 
 @transaction.atomic
@@ -242,7 +231,7 @@ def webhook_test_send(*, account: Account, webhook_id: uuid.UUID | str) -> Webho
         event=Webhook.TEST_EVENT,
         data={
             "job_id": TEST_JOB_ID,
-            "status": str(Job.Status.COMPLETED),
+            "status": "completed",
             "model": "esmfold",
             "download_url": f"/v1/jobs/{TEST_JOB_ID}/download",
         },
@@ -291,23 +280,13 @@ def webhook_delivery_retry(
 def webhook_delivery_enqueue(*, delivery_id: uuid.UUID, eta: datetime | None = None) -> bool:
     """Publish a delivery's task. A broker that is down is logged, not raised: the sweeper
     publishes due deliveries again."""
-    from phonos.celery import app as celery_app
-
-    try:
-        celery_app.send_task(
-            DELIVERY_TASK,
-            args=[str(delivery_id)],
-            queue=Queue.LIGHT,
-            eta=eta,
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-        )
-    except Exception:
-        logger.warning(
-            "Could not enqueue webhook delivery %s; the sweeper will", delivery_id, exc_info=True
-        )
-        return False
-    return True
+    return task_publish(
+        DELIVERY_TASK,
+        args=[str(delivery_id)],
+        queue=Queue.LIGHT,
+        what=f"webhook delivery {delivery_id}",
+        eta=eta,
+    )
 
 
 # --- Attempts ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from django.test import Client
 
 from apps.accounts.models import User
 from apps.dashboard.services import user_signup
+from tests.optional import require_module, require_path
 
 CHROMIUM = os.environ.get("PHONOS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -31,9 +32,8 @@ PASSWORD = "correct horse battery staple 42"
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (scripts/test installs Debian's)")
+    playwright_api = require_module("playwright.sync_api", hint="pip install -e '.[test]'")
+    require_path(Path(CHROMIUM), hint="scripts/test installs Debian's chromium")
     # Playwright's sync API runs its own event loop; Django must still allow DB access here.
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with playwright_api.sync_playwright() as playwright:

@@ -24,7 +24,8 @@ from django.db import connection, connections
 from django.test import Client as DjangoClient
 
 from apps.accounts.models import Account, User
-from apps.accounts.services import account_create, api_key_create
+from apps.accounts.services import api_key_create
+from apps.billing.services import account_open
 from apps.jobs.models import Job
 from apps.jobs.services import job_event_record, job_progress
 from tests.conftest import free_port, worker_environment
@@ -155,7 +156,7 @@ def _job(account: Account, status: str, stages: list[tuple[str, str]]) -> str:
 
 
 def tenant_create(name: str) -> Tenant:
-    account = account_create(username=name, email=f"{name}@example.com", credits=100)
+    account = account_open(username=name, email=f"{name}@example.com", credits=100)
     key = api_key_create(account=account, name="streams", rate_limit_per_minute=1000).raw_key
     live = _job(account, "running", [("pending", "queued"), ("running", "inference")])
     ended = _job(

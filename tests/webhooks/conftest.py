@@ -8,7 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import redis
+from django.conf import settings
 
+from phonos.celery import app as celery_app
 from tests.conftest import ESMFOLD_JOB, Client, WorkerProcess
 
 # Retry delays for tests, in seconds: the production schedule's shape, a thousand times shorter.
@@ -86,6 +89,23 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20, interval: floa
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
         time.sleep(interval)
+
+
+def queue_drained(queue: str = "light") -> None:
+    """Wait until every task published to `queue` so far has run: the queue is empty and no
+    worker holds a task (active, reserved or scheduled for a retry), twice in a row. Then
+    whatever was going to be sent has been sent, and "nothing more arrived" proves something."""
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    inspect = celery_app.control.inspect(timeout=1)
+
+    def idle() -> bool:
+        if broker.llen(queue):
+            return False
+        replies = (inspect.active(), inspect.reserved(), inspect.scheduled())
+        # No reply at all means no worker answered yet, not an idle one.
+        return all(reply and not any(reply.values()) for reply in replies)
+
+    wait_until(lambda: idle() and idle())
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """Deliveries through a real Celery worker process to a real HTTP receiver on loopback."""
 
 import re
-import time
 from datetime import timedelta
 
 import pytest
@@ -16,6 +15,7 @@ from tests.webhooks.conftest import (
     deliveries,
     finished_deliveries,
     job_submit,
+    queue_drained,
     wait_until,
     webhook_create,
 )
@@ -60,7 +60,7 @@ def test_a_completed_job_fires_one_signed_job_completed_event(alice, receiver, h
     assert attempt["status_code"] == 200 and attempt["succeeded"] is True
     assert attempt["latency_ms"] is not None and attempt["error"] == ""
     assert attempt["response"] == "received"
-    time.sleep(1)
+    queue_drained()
     assert len(receiver.requests) == 1
 
 
@@ -138,7 +138,7 @@ def test_job_started_is_sent_for_the_first_start_only_and_cancel_is_announced(
     assert alice.post(f"/v1/jobs/{cancelled}/cancel").status_code == 200
 
     finished_deliveries(alice, webhook["webhook_id"], count=3)
-    time.sleep(1)
+    queue_drained()
     received = sorted(
         (body["data"]["job_id"], body["event"], body["data"]["status"])
         for body in (
@@ -166,14 +166,14 @@ def test_a_delivery_whose_publication_was_lost_is_sent_by_the_sweeper(
     job_start(job_id=job_id)
     job_complete(job_id=job_id, output_file="out.pdb", summary={}, metadata={})
     monkeypatch.undo()
-    time.sleep(1)
+    queue_drained()
     assert receiver.requests == []
     delivery = WebhookDelivery.objects.get(webhook_id=webhook["webhook_id"])
     assert delivery.status == WebhookDelivery.Status.PENDING
 
     # Shortly past due, the task that was published may still be on its way: left alone.
     celery_app.send_task("apps.webhooks.tasks.webhook_deliveries_sweep", queue="light")
-    time.sleep(1)
+    queue_drained()
     assert receiver.requests == []
 
     WebhookDelivery.objects.filter(id=delivery.id).update(
@@ -185,7 +185,7 @@ def test_a_delivery_whose_publication_was_lost_is_sent_by_the_sweeper(
     assert request.headers["webhook-id"] == str(delivery.id)
     StandardWebhook(webhook["secret"]).verify(request.body, request.headers)
     finished_deliveries(alice, webhook["webhook_id"])
-    time.sleep(1)
+    queue_drained()
     assert len(receiver.requests) == 1
 
 

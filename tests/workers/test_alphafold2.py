@@ -21,8 +21,11 @@ from typing import Any
 import gemmi
 import pytest
 
-pytest.importorskip("colabfold")
+from tests.optional import require_module
 
+require_module("colabfold", hint="pip install -e '.[alphafold2]'")
+
+from tests.workers.progress import ProgressLog  # noqa: E402
 from workers.af2_checkpoints import MONOMER, write_tiny_colabfold_params  # noqa: E402
 from workers.runners import JobInputs, RunnerError, RunResult, get_runner  # noqa: E402
 from workers.runners.alphafold2 import DATA_DIR_SETTING, AlphaFold2Runner  # noqa: E402
@@ -59,21 +62,6 @@ USER_A3M = (
     ">hit_5\n-KTAYIAKERQISFVKSHFSRQLE\n"
     ">hit_6\nMKTAYIAKQRQVSFVKSHFSRQ--\n"
 )
-
-
-class ProgressLog:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, float | None]] = []
-
-    def __call__(self, stage: str, fraction: float | None) -> None:
-        self.events.append((stage, fraction))
-
-    def stages(self) -> list[str]:
-        distinct: list[str] = []
-        for stage, _ in self.events:
-            if not distinct or distinct[-1] != stage:
-                distinct.append(stage)
-        return distinct
 
 
 def hairpin_mmcif() -> str:

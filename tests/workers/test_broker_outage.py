@@ -11,7 +11,8 @@ import gemmi
 import pytest
 import requests
 
-from apps.accounts.services import account_create, api_key_create
+from apps.accounts.services import api_key_create
+from apps.billing.services import account_open
 from apps.jobs.models import Job
 from tests.conftest import ESMFOLD_JOB, free_port, worker_environment
 
@@ -74,7 +75,7 @@ def test_a_job_submitted_while_redis_is_down_runs_when_it_returns(
 ):
     redis_port, api_port = free_port(), free_port()
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    account = account_create(username="outage", email="outage@example.com", credits=100)
+    account = account_open(username="outage", email="outage@example.com", credits=100)
     key = api_key_create(account=account, rate_limit_per_minute=100).raw_key
     headers = {"Authorization": f"Bearer {key}"}
     env = worker_environment(REDIS_URL=redis_url, **s3_storage)

@@ -11,36 +11,21 @@ from typing import Any
 import gemmi
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
+from tests.optional import require_module
+
+require_module("torch", hint="pip install -e '.[esmfold]'")
+require_module("transformers", hint="pip install -e '.[esmfold]'")
 
 from safetensors.torch import load_file, save_file  # noqa: E402
 from transformers import EsmTokenizer  # noqa: E402
 
+from tests.workers.progress import ProgressLog  # noqa: E402
 from workers.checkpoints import write_tiny_esmfold  # noqa: E402
 from workers.runners import JobInputs, RunnerError, RunResult, get_runner  # noqa: E402
 from workers.runners.esmfold import ALPHABET, EsmFoldRunner  # noqa: E402
 
 SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLI"
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-class ProgressLog:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, float | None]] = []
-
-    def __call__(self, stage: str, fraction: float | None) -> None:
-        self.events.append((stage, fraction))
-
-    def stages(self) -> list[str]:
-        distinct: list[str] = []
-        for stage, _ in self.events:
-            if not distinct or distinct[-1] != stage:
-                distinct.append(stage)
-        return distinct
-
-    def fractions(self, stage: str) -> list[float | None]:
-        return [fraction for name, fraction in self.events if name == stage]
 
 
 @pytest.fixture(scope="module")

@@ -199,7 +199,8 @@ def test_cancelling_a_running_job_stops_it_and_the_worker_carries_on(
 def test_redirect_downloads_use_short_lived_presigned_urls(
     alice, charlie, s3_storage, settings, tmp_path
 ):
-    from apps.jobs.services import job_complete, job_output_prefix, job_start
+    from apps.jobs.selectors import job_output_prefix
+    from apps.jobs.services import job_complete, job_start
     from apps.jobs.storage import get_storage
 
     settings.PHONOS_DOWNLOAD_MODE = "redirect"

@@ -3,8 +3,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.accounts.selectors import account_get, account_get_by_verified_email
-from apps.accounts.services import account_create, api_key_create
-from apps.billing.services import credits_grant
+from apps.accounts.services import api_key_create
+from apps.billing.services import account_open, credits_grant
 from apps.common.exceptions import ApplicationError
 
 
@@ -40,7 +40,7 @@ class Command(BaseCommand):
         if credits < 0:
             raise CommandError("--credits must not be negative")
         # The operator vouches for the address they type, so it counts as verified.
-        account = account_create(
+        account = account_open(
             username=username or email, email=email, credits=credits, email_verified=True
         )
         created = api_key_create(account=account, name=key_name)

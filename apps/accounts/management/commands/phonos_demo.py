@@ -3,7 +3,8 @@ import json
 from django.core.management.base import BaseCommand
 
 from apps.accounts.models import Account
-from apps.accounts.services import account_create, api_key_create
+from apps.accounts.services import api_key_create
+from apps.billing.services import account_open
 
 DEMO_USERNAME = "demo"
 
@@ -17,7 +18,7 @@ class Command(BaseCommand):
     def handle(self, *args, credits: int, **options) -> None:
         account = Account.objects.filter(username=DEMO_USERNAME).first()
         if account is None:
-            account = account_create(
+            account = account_open(
                 username=DEMO_USERNAME, email="demo@phonos.local", credits=credits
             )
         created = api_key_create(account=account, name="demo (scripts/run)")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from apps.accounts.models import Account, ApiKey, User
-from apps.billing.services import credits_adjust
+from apps.billing.services import credits_forfeit
 from apps.common.exceptions import ApplicationError
 from apps.jobs.models import IdempotencyRecord, Job
 from apps.jobs.services import job_cancel
@@ -85,9 +85,9 @@ def account_delete(*, account: Account) -> AccountDeletion:
         locked.refresh_from_db(fields=["credit_balance"])
         forfeited = locked.credit_balance
         if forfeited:
-            credits_adjust(
+            credits_forfeit(
                 account_id=locked.id,
-                amount=-forfeited,
+                amount=forfeited,
                 description="Account deleted: remaining credits forfeited",
             )
         UsageRecord.objects.filter(account=locked).delete()

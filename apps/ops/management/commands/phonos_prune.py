@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.jobs.retention import retention_prune
+from apps.ops.retention import retention_prune
 
 
 class Command(BaseCommand):

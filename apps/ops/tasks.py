@@ -2,9 +2,9 @@
 
 from celery import shared_task
 
-from apps.jobs.retention import retention_prune as prune
+from apps.ops.retention import retention_prune as prune
 
 
-@shared_task(name="apps.jobs.tasks.retention_prune", ignore_result=True)
+@shared_task(name="apps.ops.tasks.retention_prune", ignore_result=True)
 def retention_prune() -> dict[str, int]:
     return prune().as_dict()

@@ -3,8 +3,8 @@ from dataclasses import asdict
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from apps.accounts.deletion import account_delete
 from apps.accounts.models import Account
+from apps.ops.account_deletion import account_delete
 
 
 class Command(BaseCommand):

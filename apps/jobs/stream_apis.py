@@ -1,0 +1,61 @@
+"""The event stream's view wrapper: an entry point (it records the stream's usage itself, so it
+may call `apps.usage`, which comes after jobs in the import order)."""
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse
+
+from apps.common.request_usage import request_usage
+from apps.jobs.streams import on_db_thread
+from apps.usage.middleware import endpoint_name
+from apps.usage.services import usage_record
+
+logger = logging.getLogger(__name__)
+
+
+def _usage_record_here(request: HttpRequest, response: HttpResponse, started: float) -> None:
+    """Record the stream's usage on this pool thread. Left to the usage middleware, it would
+    open a database connection on the request's own thread and hold it until the stream ends."""
+    usage = request_usage(request)
+    if usage.api_key_id is None or usage.account_id is None:
+        return
+    try:
+        usage_record(
+            usage=usage,
+            endpoint=endpoint_name(request),
+            method=request.method or "",
+            status_code=response.status_code,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+    except Exception:
+        logger.exception("Could not record usage for %s", request.path)
+    usage.api_key_id = None  # recorded: the middleware must not record it again
+
+
+def stream_view(view: Callable[..., HttpResponse]) -> Callable[..., Awaitable[HttpResponse]]:
+    """Turn a sync view that answers with `job_event_response` into an async one.
+
+    Under ASGI its set-up (authentication, rate limit, tenancy, slot) runs on the streams'
+    database threads; under WSGI on the request's own thread, as any sync view. Attributes
+    such as DRF's `cls` (read by the OpenAPI generator) are kept."""
+
+    @functools.wraps(view)
+    async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not isinstance(request, ASGIRequest):
+            return await sync_to_async(view, thread_sensitive=True)(request, *args, **kwargs)
+
+        def set_up() -> HttpResponse:
+            started = time.perf_counter()
+            response = view(request, *args, **kwargs)
+            _usage_record_here(request, response, started)
+            return response
+
+        return await on_db_thread(set_up)()
+
+    return endpoint
