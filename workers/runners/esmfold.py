@@ -18,6 +18,7 @@ from transformers import EsmForProteinFolding
 from transformers.models.esm.openfold_utils import residue_constants
 from transformers.models.esm.openfold_utils.loss import compute_tm
 
+from apps.jobs.registry import MODELS
 from workers.runners.base import (
     JobInputs,
     OutputFile,
@@ -31,9 +32,6 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_SETTING = "PHONOS_ESMFOLD_WEIGHTS"
 DEFAULT_WEIGHTS = "facebook/esmfold_v1"
-DEFAULT_CHUNK_SIZE = 128
-# Bounded so that one job cannot hold a worker for an unbounded number of trunk passes.
-MAX_NUM_RECYCLES = 24
 # AlphaFold2 residue order, as `EsmForProteinFolding.forward` expects its input ids.
 ALPHABET = "".join(residue_constants.restypes_with_x)
 # config.json key that marks a checkpoint as random weights (see workers.checkpoints).
@@ -59,10 +57,10 @@ _PDB_OUTPUT_KEYS = (
 @dataclass(frozen=True, kw_only=True)
 class EsmFoldParams:
     # Axial-attention chunk size: lower uses less memory and runs slower; None disables chunking.
-    chunk_size: int | None = DEFAULT_CHUNK_SIZE
+    chunk_size: int | None
     # None keeps the checkpoint's trained default (max_recycles trunk passes in all); an int n
     # runs n + 1 passes, as transformers and fair-esm define it.
-    num_recycles: int | None = None
+    num_recycles: int | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -569,24 +567,11 @@ def _validate_sequence(sequence: str) -> str:
 
 
 def _read_params(params: dict[str, Any]) -> EsmFoldParams:
-    unknown = sorted(set(params) - {"chunk_size", "num_recycles"})
-    if unknown:
-        raise RunnerError(
-            f"unknown ESMFold parameters: {', '.join(unknown)}; known: chunk_size, num_recycles"
-        )
-    chunk_size = params.get("chunk_size", DEFAULT_CHUNK_SIZE)
-    if chunk_size is not None and (not _is_int(chunk_size) or chunk_size < 1):
-        raise RunnerError("chunk_size must be a positive integer or null")
-    num_recycles = params.get("num_recycles")
-    if num_recycles is not None and (
-        not _is_int(num_recycles) or not 0 <= num_recycles <= MAX_NUM_RECYCLES
-    ):
-        raise RunnerError(f"num_recycles must be an integer from 0 to {MAX_NUM_RECYCLES}")
-    return EsmFoldParams(chunk_size=chunk_size, num_recycles=num_recycles)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """The job's params as the runner uses them. Their rules (names, ranges, defaults) are the
+    registry's alone: a job's params were checked and filled in at submission, and a direct
+    call (a bench, a test) gets the registry's defaults here."""
+    filled = MODELS["esmfold"].params_with_defaults(params)
+    return EsmFoldParams(chunk_size=filled["chunk_size"], num_recycles=filled["num_recycles"])
 
 
 def _file_stem(name: str) -> str:
