@@ -6,6 +6,7 @@ deployment fails at start-up instead of at the first request.
 
 import math
 import os
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 
@@ -89,7 +90,7 @@ def env_float_list(name: str, default: list[float], *, minimum: float | None = N
     return values
 
 
-def database_from_url(url: str) -> dict:
+def database_from_url(url: str) -> dict[str, Any]:
     """Turn `postgres://user:pass@host:port/name` or `sqlite:///path` into a DATABASES entry."""
     parsed = urlparse(url)
     if parsed.scheme in {"postgres", "postgresql"}:

@@ -11,6 +11,8 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+import django_stubs_ext
+
 from apps.jobs.registry import MODELS as MODEL_REGISTRY
 from phonos.env import (
     ImproperlyConfiguredEnv,
@@ -22,6 +24,10 @@ from phonos.env import (
     env_list,
     env_str,
 )
+
+# Django's generic classes (`ModelAdmin[Job]`, `UserCreationForm[User]`) subscriptable at run
+# time, as django-stubs declares them for the type checker.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("PHONOS_VAR_DIR", str(BASE_DIR / "var")))

@@ -5,7 +5,7 @@ from apps.accounts.models import Account, ApiKey, User
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(admin.ModelAdmin[Account]):
     list_display = (
         "id",
         "username",
@@ -27,7 +27,7 @@ class AccountAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
     list_display = (
         "prefix",
         "name",

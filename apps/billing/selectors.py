@@ -30,7 +30,7 @@ def ledger_mismatches() -> list[LedgerMismatch]:
     return mismatches
 
 
-def ledger_entry_list(*, account: Account, limit: int = 100):
+def ledger_entry_list(*, account: Account, limit: int = 100) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(account=account).order_by("-id")[:limit]
 
 

@@ -13,8 +13,8 @@ from django.http import HttpRequest
 
 
 def client_ip(request: HttpRequest) -> str:
-    remote_addr = request.META.get("REMOTE_ADDR", "")
-    trusted = settings.PHONOS_TRUSTED_PROXY_COUNT
+    remote_addr: str = request.META.get("REMOTE_ADDR", "")
+    trusted: int = settings.PHONOS_TRUSTED_PROXY_COUNT
     if not trusted:
         return remote_addr
     forwarded = [entry.strip() for entry in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]

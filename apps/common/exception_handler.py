@@ -1,7 +1,8 @@
 import logging
+from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -51,7 +52,7 @@ def flatten_validation_detail(detail: object, prefix: str = "") -> list[str]:
     return [f"{prefix}: {text}" if prefix else text]
 
 
-def api_exception_handler(exc: Exception, context: dict) -> Response:
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, ApplicationError):
         status, body = exc.status_code, error_body(exc.status_code, exc.message, exc.error)
@@ -71,8 +72,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
     elif isinstance(exc, drf_exceptions.Throttled):
         status = 429
         body = error_body(429, str(exc.detail))
-        if exc.wait is not None:
-            headers["Retry-After"] = str(int(exc.wait))
+        # DRF sets `wait` in Throttled.__init__; its stubs do not declare it.
+        wait: float | None = exc.wait  # type: ignore[attr-defined]
+        if wait is not None:
+            headers["Retry-After"] = str(int(wait))
     elif isinstance(exc, drf_exceptions.APIException):
         status = exc.status_code
         body = error_body(
@@ -94,11 +97,11 @@ def api_exception_handler(exc: Exception, context: dict) -> Response:
     return Response(body, status=status, headers=headers)
 
 
-def json_not_found(request, exception=None) -> JsonResponse:  # noqa: ARG001 - Django's signature
+def json_not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:  # noqa: ARG001 - Django's signature
     return JsonResponse(error_body(404, f"No such endpoint: {request.path}"), status=404)
 
 
-def json_server_error(request) -> JsonResponse:  # noqa: ARG001 - Django's signature
+def json_server_error(request: HttpRequest) -> JsonResponse:  # noqa: ARG001 - Django's signature
     return JsonResponse(
         error_body(500, "An unexpected error occurred; it has been logged"), status=500
     )

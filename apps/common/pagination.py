@@ -1,12 +1,14 @@
 """Limit/offset paging shared by every list endpoint (`/v1/jobs`, `/v1/billing/ledger`)."""
 
-from typing import Any
+from typing import Any, TypeVar
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from rest_framework import serializers
 
+_M = TypeVar("_M", bound=Model)
 
-class PageQuerySerializer(serializers.Serializer):
+
+class PageQuerySerializer(serializers.Serializer[Any]):
     """Subclass it to add a list's own filters."""
 
     limit = serializers.IntegerField(min_value=1, max_value=100, default=50)
@@ -14,14 +16,16 @@ class PageQuerySerializer(serializers.Serializer):
     offset = serializers.IntegerField(min_value=0, max_value=1_000_000_000, default=0)
 
 
-class PaginationSerializer(serializers.Serializer):
+class PaginationSerializer(serializers.Serializer[Any]):
     total = serializers.IntegerField()
     limit = serializers.IntegerField()
     offset = serializers.IntegerField()
     has_more = serializers.BooleanField()
 
 
-def paginate(queryset: QuerySet, *, limit: int, offset: int) -> tuple[QuerySet, dict[str, Any]]:
+def paginate(
+    queryset: QuerySet[_M], *, limit: int, offset: int
+) -> tuple[QuerySet[_M], dict[str, Any]]:
     """One page of `queryset` and the `pagination` object that describes it."""
     total = queryset.count()
     page = queryset[offset : offset + limit]

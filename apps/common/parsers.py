@@ -8,7 +8,8 @@ Refused here, each is a 400 about the body instead.
 """
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import IO, Any
 
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
@@ -29,7 +30,12 @@ def has_unstorable_text(value: Any) -> bool:
 
 
 class StorableJSONParser(JSONParser):
-    def parse(self, stream, media_type=None, parser_context=None) -> Any:
+    def parse(
+        self,
+        stream: IO[Any],
+        media_type: str | None = None,
+        parser_context: Mapping[str, Any] | None = None,
+    ) -> Any:
         try:
             data = super().parse(stream, media_type, parser_context)
             unstorable = has_unstorable_text(data)

@@ -34,14 +34,14 @@ def log_context_get() -> dict[str, str]:
     return _log_context.get({})
 
 
-def log_context_bind(**values: str) -> Token:
+def log_context_bind(**values: str) -> Token[dict[str, str]]:
     """Add values (empty ones are ignored) to the current context; returns the token that
     `log_context_reset` takes to restore what was there before."""
     merged = {**_log_context.get({}), **{key: value for key, value in values.items() if value}}
     return _log_context.set(merged)
 
 
-def log_context_reset(token: Token) -> None:
+def log_context_reset(token: Token[dict[str, str]]) -> None:
     _log_context.reset(token)
 
 

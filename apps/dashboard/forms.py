@@ -1,20 +1,22 @@
 """Forms turn what the browser posts into the arguments the services take; rules stay there."""
 
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib.auth import authenticate
 from django.contrib.auth.forms import UserCreationForm
+from django.core.files.uploadedfile import UploadedFile
 from django.http import HttpRequest
 
 from apps.accounts.models import Account, User
+from apps.jobs.models import Job
 from apps.jobs.registry import MODELS, Param
 from apps.webhooks.models import Webhook
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 
 
-class SignupForm(UserCreationForm):
+class SignupForm(UserCreationForm[User]):
     email = forms.EmailField()
 
     class Meta(UserCreationForm.Meta):
@@ -42,7 +44,7 @@ class ApiKeyForm(forms.Form):
         )
 
     def clean_password(self) -> str:
-        password = self.cleaned_data["password"]
+        password: str = self.cleaned_data["password"]
         user = self.request.user
         # Through authenticate(), so a wrong password counts towards the login lockout (axes).
         if authenticate(self.request, username=user.get_username(), password=password) != user:
@@ -65,11 +67,13 @@ def fasta_to_sequence(text: str) -> str:
     return "".join(line for line in lines if line and not line.startswith((">", ";")))
 
 
-def _read_upload(upload, *, label: str) -> str:
-    if upload.size > MAX_UPLOAD_BYTES:
+def _read_upload(upload: UploadedFile[bytes], *, label: str) -> str:
+    # A posted file always has a size; Django types it optional for files built by hand.
+    if (upload.size or 0) > MAX_UPLOAD_BYTES:
         raise forms.ValidationError(f"{label} is larger than {MAX_UPLOAD_BYTES // 1024} KiB")
     try:
-        return upload.read().decode()
+        content: bytes = upload.read()
+        return content.decode()
     except UnicodeDecodeError:
         raise forms.ValidationError(f"{label} is not a text file") from None
 
@@ -89,9 +93,9 @@ class SubmitForm(forms.Form):
     protein_job = forms.ChoiceField(required=False)
     ligand_smiles = forms.CharField(max_length=1000, required=False)
 
-    def __init__(self, *args: Any, fold_jobs: list | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, fold_jobs: list[Job] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["protein_job"].choices = [("", "—")] + [
+        cast(forms.ChoiceField, self.fields["protein_job"]).choices = [("", "—")] + [
             (str(job.id), f"{job.name or 'unnamed'} · {job.model} · {str(job.id)[:8]}")
             for job in fold_jobs or []
         ]
@@ -101,7 +105,7 @@ class SubmitForm(forms.Form):
                     continue  # asked for by the docking fields above
                 self.fields[param_field_name(spec.id, param)] = _param_field(param)
 
-    def param_groups(self) -> list[tuple[str, list]]:
+    def param_groups(self) -> list[tuple[str, list[forms.BoundField]]]:
         return [
             (
                 spec.id,
@@ -150,8 +154,9 @@ def _param_field(param: Param) -> forms.Field:
             required=False,
             initial=param.default,
             label=label,
-            min_value=param.minimum,
-            max_value=param.maximum,
+            # The registry types every kind's bounds as float; an int parameter's are ints.
+            min_value=None if param.minimum is None else int(param.minimum),
+            max_value=None if param.maximum is None else int(param.maximum),
             help_text=f"{help_text} ({range_text})" if help_text else range_text,
         )
     if param.kind is float:

@@ -16,12 +16,15 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from apps.common.exceptions import ServiceUnavailable
 from apps.jobs.registry import MODELS
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ _cache_lock = threading.Lock()
 _cache: tuple[float, list[dict[str, Any]]] | None = None
 
 
-def _redis():
+def _redis() -> "redis.Redis":
     import redis
 
     return redis.Redis.from_url(
@@ -193,14 +196,14 @@ def system_status() -> dict[str, Any]:
     from apps.jobs.models import Job
 
     queues = [*dict.fromkeys(spec.queue for spec in MODELS.values()), Queue.LIGHT.value]
-    broker = {"reachable": True, "error": None}
+    broker: dict[str, bool | str | None] = {"reachable": True, "error": None}
     try:
         presences = _read_all()
         depths = _queue_depths(queues)
     except Exception as error:
         broker = {"reachable": False, "error": type(error).__name__}
         presences, depths = [], dict.fromkeys(queues)
-    database = {"reachable": True, "error": None}
+    database: dict[str, bool | str | None] = {"reachable": True, "error": None}
     pending: dict[str, dict[str, Any]] = {}
     try:
         with connection.cursor() as cursor:

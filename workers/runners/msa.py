@@ -288,7 +288,7 @@ class MsaClient:
 
     def _backoff(self, attempt: int) -> float:
         # Exponential with jitter, so that workers rate-limited together do not retry together.
-        base = min(self.poll_interval_s * 2 ** (attempt - 1), self.max_backoff_s)
+        base = min(self.poll_interval_s * 2.0 ** (attempt - 1), self.max_backoff_s)
         return base * random.uniform(1.0, 1.5)
 
     def _wait(self, seconds: float, deadline: float) -> None:

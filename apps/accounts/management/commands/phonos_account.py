@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -27,7 +28,7 @@ class Command(BaseCommand):
         grant.add_argument("--credits", type=int, required=True)
         grant.add_argument("--reason", default="Operator grant")
 
-    def handle(self, *args, action: str, **options) -> None:
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
         try:
             result = getattr(self, f"_{action}")(**options)
         except ApplicationError as error:
@@ -35,8 +36,8 @@ class Command(BaseCommand):
         self.stdout.write(json.dumps(result, indent=2))
 
     def _create(
-        self, *, email: str, username: str | None, credits: int, key_name: str, **_
-    ) -> dict:
+        self, *, email: str, username: str | None, credits: int, key_name: str, **_: Any
+    ) -> dict[str, Any]:
         if credits < 0:
             raise CommandError("--credits must not be negative")
         # The operator vouches for the address they type, so it counts as verified.
@@ -54,14 +55,15 @@ class Command(BaseCommand):
         }
 
     def _grant(
-        self, *, account_id: int | None, email: str | None, credits: int, reason: str, **_
-    ) -> dict:
+        self, *, account_id: int | None, email: str | None, credits: int, reason: str, **_: Any
+    ) -> dict[str, Any]:
         if account_id is not None:
             account = account_get(account_id=account_id)
             if account is None:
                 raise CommandError(f"No account with id {account_id}")
         else:
             # An unverified address proves nothing: anyone can sign up with any address.
+            assert email is not None  # the group is required: no --account means --email
             account = account_get_by_verified_email(email=email)
             if account is None:
                 raise CommandError(

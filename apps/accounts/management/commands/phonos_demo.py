@@ -1,6 +1,7 @@
 import json
+from typing import Any
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from apps.accounts.models import Account
 from apps.accounts.services import api_key_create
@@ -12,10 +13,10 @@ DEMO_USERNAME = "demo"
 class Command(BaseCommand):
     help = "Make sure the demo account exists and print a fresh API key for it (JSON)."
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--credits", type=int, default=1000)
 
-    def handle(self, *args, credits: int, **options) -> None:
+    def handle(self, *args: Any, credits: int, **options: Any) -> None:
         account = Account.objects.filter(username=DEMO_USERNAME).first()
         if account is None:
             account = account_open(

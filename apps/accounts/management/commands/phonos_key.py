@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -20,14 +21,16 @@ class Command(BaseCommand):
         revoke = actions.add_parser("revoke")
         revoke.add_argument("--prefix", required=True, help="The key's display prefix (pk_...)")
 
-    def handle(self, *args, action: str, **options) -> None:
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
         try:
             result = getattr(self, f"_{action}")(**options)
         except ApplicationError as error:
             raise CommandError(error.message) from None
         self.stdout.write(json.dumps(result, indent=2))
 
-    def _create(self, *, account_id: int, name: str, rate_limit: int | None, **_) -> dict:
+    def _create(
+        self, *, account_id: int, name: str, rate_limit: int | None, **_: Any
+    ) -> dict[str, Any]:
         account = account_get(account_id=account_id)
         if account is None:
             raise CommandError(f"No account with id {account_id}")
@@ -39,9 +42,10 @@ class Command(BaseCommand):
             "rate_limit_per_minute": created.api_key.rate_limit_per_minute,
         }
 
-    def _revoke(self, *, prefix: str, **_) -> dict:
+    def _revoke(self, *, prefix: str, **_: Any) -> dict[str, Any]:
         keys = list(ApiKey.objects.filter(prefix=prefix, revoked_at__isnull=True))
         if len(keys) != 1:
             raise CommandError(f"{len(keys)} active keys have the prefix {prefix!r}; need one")
         api_key = api_key_revoke(account=keys[0].account, key_id=keys[0].id)
+        assert api_key.revoked_at is not None  # the service has just set it
         return {"api_key_prefix": api_key.prefix, "revoked_at": api_key.revoked_at.isoformat()}

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError
 
 from apps.accounts.models import Account
@@ -7,7 +9,7 @@ from apps.billing.selectors import ledger_mismatches
 class Command(BaseCommand):
     help = "Check every account's cached balance against the sum of its ledger entries."
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         mismatches = ledger_mismatches()
         for mismatch in mismatches:
             self.stderr.write(

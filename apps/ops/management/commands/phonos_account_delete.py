@@ -1,5 +1,6 @@
 import json
 from dataclasses import asdict
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -20,7 +21,7 @@ class Command(BaseCommand):
             "--yes", action="store_true", help="Confirm: the deletion cannot be undone"
         )
 
-    def handle(self, *args, account_id: int, yes: bool, **options) -> None:
+    def handle(self, *args: Any, account_id: int, yes: bool, **options: Any) -> None:
         account = Account.objects.filter(id=account_id).first()
         if account is None:
             raise CommandError(f"Account {account_id} does not exist")

@@ -1,4 +1,5 @@
 import json
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -17,7 +18,7 @@ class Command(BaseCommand):
             "--batch-size", type=int, default=None, help="Rows per DELETE statement"
         )
 
-    def handle(self, *args, batch_size: int | None, **options) -> None:
+    def handle(self, *args: Any, batch_size: int | None, **options: Any) -> None:
         if batch_size is not None and batch_size < 1:
             raise CommandError("--batch-size must be at least 1")
         self.stdout.write(json.dumps(retention_prune(batch_size=batch_size).as_dict()))
