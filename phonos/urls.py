@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import URLPattern, URLResolver, include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularSwaggerView
 
@@ -26,6 +26,7 @@ from apps.jobs.result_apis import (
     JobResultsApi,
     JobStructureApi,
 )
+from apps.jobs.stream_apis import stream_view
 from apps.jobs.structure_apis import StructureFetchApi, StructureParseApi
 from apps.jobs.system_apis import SystemStatusApi, system_status_page
 from apps.ops.views import health_live, health_ready, metrics
@@ -34,7 +35,7 @@ from apps.usage.apis import UsageApi
 handler404 = "apps.common.exception_handler.json_not_found"
 handler500 = "apps.common.exception_handler.json_server_error"
 
-v1 = [
+v1: list[URLPattern | URLResolver] = [
     path("health", HealthApi.as_view(), name="health"),
     path("health/live", health_live, name="health-live"),
     path("health/ready", health_ready, name="health-ready"),
@@ -52,7 +53,8 @@ v1 = [
     path("jobs/<str:job_id>", JobDetailApi.as_view(), name="job-detail"),
     path("jobs/<str:job_id>/cancel", JobCancelApi.as_view(), name="job-cancel"),
     path("jobs/<str:job_id>/download", JobDownloadApi.as_view(), name="job-download"),
-    path("jobs/<str:job_id>/events", JobEventsApi.as_view(), name="job-events"),
+    # An async view: under ASGI an open stream holds no thread (see apps/jobs/streams.py).
+    path("jobs/<str:job_id>/events", stream_view(JobEventsApi.as_view()), name="job-events"),
     path("jobs/<str:job_id>/results", JobResultsApi.as_view(), name="job-results"),
     path(
         "jobs/<str:job_id>/results/confidence",

@@ -1,27 +1,29 @@
+from typing import Any
+
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.accounts.api_request import ApiKeyRequest
 from apps.common.apis import PhonosApiView, error_responses
 from apps.jobs.selectors import job_counts
 
 
 class AccountApi(PhonosApiView):
     @extend_schema_serializer(component_name="AccountOverview")
-    class OutputSerializer(serializers.Serializer):
-        class AccountSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
+        class AccountSerializer(serializers.Serializer[Any]):
             id = serializers.IntegerField()
             username = serializers.CharField()
             email = serializers.CharField()
             created_at = serializers.DateTimeField()
 
-        class CreditsSerializer(serializers.Serializer):
+        class CreditsSerializer(serializers.Serializer[Any]):
             balance = serializers.IntegerField()
             currency = serializers.CharField()
 
         @extend_schema_serializer(component_name="JobCounts")
-        class JobsSerializer(serializers.Serializer):
+        class JobsSerializer(serializers.Serializer[Any]):
             total = serializers.IntegerField()
             completed = serializers.IntegerField()
             active = serializers.IntegerField()
@@ -29,7 +31,7 @@ class AccountApi(PhonosApiView):
             cancelled = serializers.IntegerField()
 
         @extend_schema_serializer(component_name="ApiKeyInfo")
-        class KeySerializer(serializers.Serializer):
+        class KeySerializer(serializers.Serializer[Any]):
             prefix = serializers.CharField()
             name = serializers.CharField()
             rate_limit_per_minute = serializers.IntegerField()
@@ -44,7 +46,7 @@ class AccountApi(PhonosApiView):
         description="Your account, credit balance, job counts and the key in use.",
         responses={200: OutputSerializer, **error_responses()},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: ApiKeyRequest) -> Response:
         account = request.user
         account.refresh_from_db(fields=["credit_balance"])
         data = {

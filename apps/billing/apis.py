@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -7,11 +9,13 @@ from drf_spectacular.utils import (
     extend_schema_serializer,
 )
 from rest_framework import serializers, status
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.api_request import ApiKeyRequest
 from apps.billing.models import LedgerEntry
 from apps.billing.selectors import checkout_session_get, credit_pack_list, ledger_entry_query
 from apps.billing.services import checkout_session_create, stripe_webhook_handle
@@ -25,7 +29,7 @@ PAYMENT_ERRORS = {
 }
 
 
-class CreditPackSerializer(serializers.Serializer):
+class CreditPackSerializer(serializers.Serializer[Any]):
     id = serializers.CharField()
     credits = serializers.IntegerField()
     price_cents = serializers.IntegerField(help_text="Price in the currency's smallest unit")
@@ -34,7 +38,7 @@ class CreditPackSerializer(serializers.Serializer):
 
 class CreditPackListApi(PhonosApiView):
     @extend_schema_serializer(component_name="CreditPackList")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         purchases_enabled = serializers.BooleanField(
             help_text="False where this deployment has no Stripe account configured"
         )
@@ -53,11 +57,11 @@ class CreditPackListApi(PhonosApiView):
 
 
 class CheckoutApi(PhonosApiView):
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         pack = serializers.CharField(max_length=32, help_text="A pack id from /v1/billing/packs")
 
     @extend_schema_serializer(component_name="CheckoutCreated")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         checkout_url = serializers.CharField(help_text="Send the buyer here to pay on Stripe")
         session_id = serializers.CharField(help_text="The Stripe Checkout Session id")
 
@@ -68,7 +72,7 @@ class CheckoutApi(PhonosApiView):
         request=InputSerializer,
         responses={201: OutputSerializer, **error_responses(400), **PAYMENT_ERRORS},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: ApiKeyRequest) -> Response:
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         session_id, url = checkout_session_create(
@@ -82,7 +86,7 @@ class CheckoutApi(PhonosApiView):
 
 class CheckoutDetailApi(PhonosApiView):
     @extend_schema_serializer(component_name="Checkout")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         session_id = serializers.CharField(source="stripe_session_id")
         pack = serializers.CharField(source="pack_id")
         credits = serializers.IntegerField()
@@ -104,12 +108,12 @@ class CheckoutDetailApi(PhonosApiView):
         ],
         responses={200: OutputSerializer, **error_responses(404)},
     )
-    def get(self, request: Request, session_id: str) -> Response:
+    def get(self, request: ApiKeyRequest, session_id: str) -> Response:
         checkout = checkout_session_get(account=request.user, stripe_session_id=session_id)
         return Response(self.OutputSerializer(checkout).data)
 
 
-class LedgerEntrySerializer(serializers.Serializer):
+class LedgerEntrySerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=LedgerEntry.Kind.choices)
     amount = serializers.IntegerField(help_text="Signed: positive adds credits, negative spends")
@@ -122,7 +126,7 @@ class LedgerEntrySerializer(serializers.Serializer):
 
 class LedgerApi(PhonosApiView):
     @extend_schema_serializer(component_name="Ledger")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         entries = LedgerEntrySerializer(many=True)
         pagination = PaginationSerializer()
 
@@ -135,7 +139,7 @@ class LedgerApi(PhonosApiView):
         parameters=[FilterSerializer],
         responses={200: OutputSerializer, **error_responses(400)},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: ApiKeyRequest) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         params = filters.validated_data
@@ -149,7 +153,7 @@ class LedgerApi(PhonosApiView):
 class StripeWebhookApi(APIView):
     """Stripe's deliveries: authenticated by the Stripe-Signature header, not by an API key."""
 
-    authentication_classes: list = []
+    authentication_classes: list[type[BaseAuthentication]] = []
     permission_classes = [AllowAny]
 
     @extend_schema(exclude=True)

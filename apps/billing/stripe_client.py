@@ -51,7 +51,10 @@ def stripe_event_verify(*, payload: bytes, signature: str) -> stripe.Event:
     if not settings.STRIPE_WEBHOOK_SECRET:
         raise PaymentsNotConfigured("STRIPE_WEBHOOK_SECRET is not set; the event was not handled")
     try:
-        return stripe.Webhook.construct_event(payload, signature, settings.STRIPE_WEBHOOK_SECRET)
+        event: stripe.Event = stripe.Webhook.construct_event(
+            payload, signature, settings.STRIPE_WEBHOOK_SECRET
+        )
+        return event
     except stripe.SignatureVerificationError:
         raise InvalidInput("The Stripe-Signature header does not match this payload") from None
     except ValueError:

@@ -2,7 +2,7 @@
 authenticated by the dashboard session, since a browser's EventSource cannot send a bearer
 header. Routed to the ASGI stream process like the API's (docs/serving.md)."""
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 
 from apps.accounts.models import Account
 from apps.common.exception_handler import error_body
@@ -15,7 +15,9 @@ from apps.jobs.streams import job_event_response
 
 @stream_view
 @account_required
-def job_events(request: HttpRequest, account: Account, job_id: str) -> HttpResponse:
+def job_events(
+    request: HttpRequest, account: Account, job_id: str
+) -> StreamingHttpResponse | JsonResponse:
     job = _found(lambda: job_get(account=account, job_id=job_id))
     try:
         return job_event_response(

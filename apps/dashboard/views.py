@@ -3,7 +3,7 @@ selectors of each domain; every query is scoped to the signed-in user's account.
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib import messages
@@ -12,11 +12,12 @@ from django.contrib.auth.decorators import login_required
 from django.core.cache import cache
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from apps.accounts.models import Account
+from apps.accounts.models import Account, User
 from apps.accounts.services import api_key_create, api_key_revoke
 from apps.billing.selectors import credit_pack_list, ledger_entry_list
 from apps.billing.services import account_email_verify_and_credit, checkout_session_create
@@ -39,15 +40,22 @@ JOBS_PER_PAGE = 20
 USAGE_DAYS = 30
 RESEND_INTERVAL_SECONDS = 60
 
-View = Callable[..., HttpResponse]
+_Response = TypeVar("_Response", bound=HttpResponseBase)
+_Found = TypeVar("_Found")
 
 
-def account_required(view: View) -> View:
+class SignedInRequest(HttpRequest):
+    """For annotations only: a request that `login_required` let through."""
+
+    user: User
+
+
+def account_required(view: Callable[..., _Response]) -> Callable[..., _Response]:
     """Signed in, and a member of an account (an operator's bare admin user is not)."""
 
     @login_required
     @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: SignedInRequest, *args: Any, **kwargs: Any) -> _Response:
         if request.user.account_id is None:
             raise Http404("This user belongs to no account")
         return view(request, request.user.account, *args, **kwargs)
@@ -55,7 +63,7 @@ def account_required(view: View) -> View:
     return wrapper
 
 
-def _found(lookup: Callable[[], Any]) -> Any:
+def _found(lookup: Callable[[], _Found]) -> _Found:
     """A service's NotFound (another tenant's object too) as the dashboard's 404."""
     try:
         return lookup()

@@ -3,7 +3,7 @@
 import json
 import tempfile
 import zipfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from typing import Any
 
 from django.http import FileResponse, HttpResponse, StreamingHttpResponse
@@ -17,16 +17,15 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 from rest_framework.renderers import BaseRenderer, JSONRenderer
-from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.accounts.api_request import ApiKeyRequest
 from apps.accounts.models import Account
 from apps.common.apis import PhonosApiView, error_responses
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.jobs.models import Job
 from apps.jobs.selectors import job_get, job_output_prefix, job_output_read
 from apps.jobs.storage import get_storage
-from apps.jobs.stream_apis import stream_view
 from apps.jobs.streams import job_event_response
 
 CONFIDENCE_FILE = "confidence.json"
@@ -41,7 +40,7 @@ def completed_job(*, account: Account, job_id: str) -> Job:
 
 class JobResultsApi(PhonosApiView):
     @extend_schema_serializer(component_name="JobResults")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         job_id = serializers.UUIDField()
         model = serializers.CharField()
         summary = serializers.DictField()
@@ -52,7 +51,7 @@ class JobResultsApi(PhonosApiView):
         operation_id="job_results",
         responses={200: OutputSerializer, **error_responses(400, 404)},
     )
-    def get(self, request: Request, job_id: str) -> Response:
+    def get(self, request: ApiKeyRequest, job_id: str) -> Response:
         job = completed_job(account=request.user, job_id=job_id)
         return Response(
             {
@@ -70,7 +69,7 @@ class JobConfidenceApi(PhonosApiView):
         operation_id="job_results_confidence",
         responses={200: OpenApiTypes.OBJECT, **error_responses(400, 404)},
     )
-    def get(self, request: Request, job_id: str) -> Response:
+    def get(self, request: ApiKeyRequest, job_id: str) -> Response:
         job = completed_job(account=request.user, job_id=job_id)
         return Response(json.loads(job_output_read(job=job, name=CONFIDENCE_FILE)))
 
@@ -83,7 +82,7 @@ class JobArchiveApi(PhonosApiView):
             **error_responses(400, 404),
         },
     )
-    def get(self, request: Request, job_id: str) -> FileResponse:
+    def get(self, request: ApiKeyRequest, job_id: str) -> FileResponse:
         job = completed_job(account=request.user, job_id=job_id)
         storage = get_storage()
         prefix = job_output_prefix(job=job)
@@ -118,7 +117,7 @@ class JobStructureApi(PhonosApiView):
             **error_responses(400, 404),
         },
     )
-    def get(self, request: Request, job_id: str) -> HttpResponse:
+    def get(self, request: ApiKeyRequest, job_id: str) -> HttpResponse:
         wanted = request.query_params.get("format", "pdb")
         if wanted not in {"pdb", "cif"}:
             raise InvalidInput("format must be pdb or cif")
@@ -145,7 +144,12 @@ class EventStreamRenderer(BaseRenderer):
     media_type = "text/event-stream"
     format = "sse"
 
-    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+    def render(
+        self,
+        data: Any,
+        accepted_media_type: str | None = None,
+        renderer_context: Mapping[str, Any] | None = None,
+    ) -> bytes:
         return json.dumps(data).encode()
 
 
@@ -178,7 +182,7 @@ class JobEventsApi(PhonosApiView):
             **error_responses(404),
         },
     )
-    def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
+    def get(self, request: ApiKeyRequest, job_id: str) -> StreamingHttpResponse:
         job = job_get(account=request.user, job_id=job_id)
         return job_event_response(
             request=request._request,
@@ -186,8 +190,3 @@ class JobEventsApi(PhonosApiView):
             account_id=request.user.id,
             last_event_id=request.headers.get("Last-Event-ID"),
         )
-
-    @classmethod
-    def as_view(cls, **initkwargs: Any) -> Callable[..., Awaitable[HttpResponse]]:
-        # An async view: under ASGI an open stream holds no thread (see apps/jobs/streams.py).
-        return stream_view(super().as_view(**initkwargs))

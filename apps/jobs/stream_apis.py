@@ -4,12 +4,13 @@ may call `apps.usage`, which comes after jobs in the import order)."""
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 
 from apps.common.request_usage import request_usage
 from apps.jobs.streams import on_db_thread
@@ -19,7 +20,7 @@ from apps.usage.services import usage_record
 logger = logging.getLogger(__name__)
 
 
-def _usage_record_here(request: HttpRequest, response: HttpResponse, started: float) -> None:
+def _usage_record_here(request: HttpRequest, response: HttpResponseBase, started: float) -> None:
     """Record the stream's usage on this pool thread. Left to the usage middleware, it would
     open a database connection on the request's own thread and hold it until the stream ends."""
     usage = request_usage(request)
@@ -38,7 +39,9 @@ def _usage_record_here(request: HttpRequest, response: HttpResponse, started: fl
     usage.api_key_id = None  # recorded: the middleware must not record it again
 
 
-def stream_view(view: Callable[..., HttpResponse]) -> Callable[..., Awaitable[HttpResponse]]:
+def stream_view(
+    view: Callable[..., HttpResponseBase],
+) -> Callable[..., Coroutine[Any, Any, HttpResponseBase]]:
     """Turn a sync view that answers with `job_event_response` into an async one.
 
     Under ASGI its set-up (authentication, rate limit, tenancy, slot) runs on the streams'
@@ -46,11 +49,11 @@ def stream_view(view: Callable[..., HttpResponse]) -> Callable[..., Awaitable[Ht
     such as DRF's `cls` (read by the OpenAPI generator) are kept."""
 
     @functools.wraps(view)
-    async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    async def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if not isinstance(request, ASGIRequest):
             return await sync_to_async(view, thread_sensitive=True)(request, *args, **kwargs)
 
-        def set_up() -> HttpResponse:
+        def set_up() -> HttpResponseBase:
             started = time.perf_counter()
             response = view(request, *args, **kwargs)
             _usage_record_here(request, response, started)

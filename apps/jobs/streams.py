@@ -27,7 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, TypeVar
 
 import redis
 import redis.asyncio
@@ -62,7 +62,7 @@ STREAM_DB_THREADS = 4
 
 _ASCII_DIGITS = re.compile(r"[0-9]+")
 # Longer than any id PostgreSQL can hand out; parsing it would only waste CPU.
-_MAX_ID_DIGITS = 19
+_MAX_ID_DIGITS: Final = 19
 
 RETRY_FRAME = "retry: 2000\n\n"
 KEEPALIVE_FRAME = ": keep-alive\n\n"
@@ -106,7 +106,7 @@ class _WakeHub:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._waiters: dict[str, set[asyncio.Event]] = {}
-        self._listener: asyncio.Task | None = None
+        self._listener: asyncio.Task[None] | None = None
 
     def register(self, job_id: str) -> asyncio.Event:
         if settings.REDIS_URL and (self._listener is None or self._listener.done()):
@@ -357,24 +357,26 @@ def _blocking_stream(*, job: Job, after_id: int, slot: StreamSlot) -> Iterator[s
         _slot_release(slot)
 
 
+_Result = TypeVar("_Result")
+
 _db_executor = ThreadPoolExecutor(
     max_workers=STREAM_DB_THREADS, thread_name_prefix="phonos-stream-db"
 )
 
 
-def _with_connection_check(function: Callable[..., Any]) -> Callable[..., Any]:
+def _with_connection_check(function: Callable[..., _Result]) -> Callable[..., _Result]:
     """What Django does around each request, done around each call on a pool thread: drop a
     connection that broke or outlived CONN_MAX_AGE."""
 
     @functools.wraps(function)
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def call(*args: Any, **kwargs: Any) -> _Result:
         close_old_connections()
         return function(*args, **kwargs)
 
     return call
 
 
-def on_db_thread(function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+def on_db_thread(function: Callable[..., _Result]) -> Callable[..., Awaitable[_Result]]:
     return sync_to_async(
         _with_connection_check(function), thread_sensitive=False, executor=_db_executor
     )

@@ -1,3 +1,5 @@
+from typing import Any
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -16,13 +18,13 @@ from apps.jobs.structures import structure_fetch, structure_upload_parse
 
 
 @extend_schema_serializer(component_name="ParsedStructure")
-class ParsedStructureSerializer(serializers.Serializer):
-    class ChainSerializer(serializers.Serializer):
+class ParsedStructureSerializer(serializers.Serializer[Any]):
+    class ChainSerializer(serializers.Serializer[Any]):
         id = serializers.CharField()
         sequence = serializers.CharField(help_text="One-letter codes of the chain's polymer")
         residues = serializers.IntegerField()
 
-    class PredictInputSerializer(serializers.Serializer):
+    class PredictInputSerializer(serializers.Serializer[Any]):
         model = serializers.CharField()
         sequence = serializers.CharField()
 
@@ -38,7 +40,7 @@ class StructureParseApi(PhonosApiView):
     parser_classes = [MultiPartParser]
 
     @extend_schema_serializer(component_name="StructureUpload")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         file = serializers.FileField(help_text="A .pdb, .cif or .mmcif file")
 
     @extend_schema(
