@@ -1,4 +1,5 @@
 import os
+from typing import Any
 
 from celery import Celery, Task
 from celery.signals import before_task_publish, setup_logging, task_postrun, task_prerun
@@ -11,7 +12,7 @@ app.autodiscover_tasks()
 
 
 @app.on_after_configure.connect
-def tune_embedded_broker(sender: Celery, **_) -> None:
+def tune_embedded_broker(sender: Celery, **_: Any) -> None:
     if (sender.conf.broker_url or "").startswith("sqla+"):
         # The embedded default's SQLite broker polls. The class attribute is the knob that works
         # (a transport option crashes); its 1 s default would add a second to every job.
@@ -25,7 +26,7 @@ REQUEST_ID_TASK_HEADER = "phonos_request_id"
 
 
 @setup_logging.connect
-def use_django_logging(**_) -> None:
+def use_django_logging(**_: Any) -> None:
     """Workers log through `LOGGING` (JSON lines in production) instead of Celery's own
     format; Celery leaves logging alone when this signal has a receiver."""
     from logging.config import dictConfig
@@ -36,7 +37,7 @@ def use_django_logging(**_) -> None:
 
 
 @before_task_publish.connect
-def carry_request_id(headers: dict, **_) -> None:
+def carry_request_id(headers: dict[str, Any], **_: Any) -> None:
     """A task published while handling a request (or a job) carries that request's id."""
     from apps.common.request_context import request_id_current
 
@@ -46,7 +47,7 @@ def carry_request_id(headers: dict, **_) -> None:
 
 
 @task_prerun.connect
-def bind_request_id(task: Task, **_) -> None:
+def bind_request_id(task: Task[Any, Any], **_: Any) -> None:
     from apps.common.request_context import log_context_replace, request_id_clean
 
     raw = task.request.get(REQUEST_ID_TASK_HEADER)
@@ -54,7 +55,7 @@ def bind_request_id(task: Task, **_) -> None:
 
 
 @task_postrun.connect
-def unbind_request_id(**_) -> None:
+def unbind_request_id(**_: Any) -> None:
     from apps.common.request_context import log_context_replace
 
     log_context_replace({})

@@ -6,6 +6,7 @@ Model tasks are routed at publish time to the model's own queue (`esmfold`, `alp
 
 import logging
 import threading
+from typing import Any
 
 from celery import shared_task
 from celery.signals import (
@@ -23,14 +24,14 @@ logger = logging.getLogger(__name__)
 
 
 @celeryd_init.connect
-def remember_worker_name(sender: str, **_) -> None:
+def remember_worker_name(sender: str, **_: Any) -> None:
     from workers.presence import worker_identity_set
 
     worker_identity_set(hostname=sender)
 
 
 @worker_process_init.connect
-def preload_models(**_) -> None:
+def preload_models(**_: Any) -> None:
     """Start loading the models of the queues this worker consumes as each process starts, so
     the first job does not pay for it, and start the presence heartbeat that tells the API which
     of them are ready. Loading happens in a thread: Celery kills a pool process that does not
@@ -48,7 +49,7 @@ def preload_models(**_) -> None:
 
 
 @worker_ready.connect
-def preload_models_in_this_process(sender: object, **_) -> None:
+def preload_models_in_this_process(sender: object, **_: Any) -> None:
     """The threads and solo pools (ESMFold micro-batching runs on threads) run tasks in the
     worker's own process, where `worker_process_init` never fires."""
     pool = getattr(sender, "pool", None)
@@ -57,7 +58,7 @@ def preload_models_in_this_process(sender: object, **_) -> None:
 
 
 @worker_process_shutdown.connect
-def withdraw_presence(**_) -> None:
+def withdraw_presence(**_: Any) -> None:
     from workers.presence import presence_stop
 
     presence_stop()
@@ -82,6 +83,6 @@ def run_job(job_id: str) -> str:
 
 
 @shared_task(name="workers.tasks.sweep_jobs", acks_late=True)
-def sweep_jobs() -> dict:
+def sweep_jobs() -> dict[str, list[str]]:
     report = job_sweep()
     return {"republished": report.republished, "failed": report.failed}

@@ -11,12 +11,14 @@ from typing import Any, ClassVar
 from django.http import HttpResponse
 from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularJSONAPIView
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 
 class CachedOpenApiView(SpectacularJSONAPIView):
-    authentication_classes: ClassVar[list] = []
-    permission_classes: ClassVar[list] = []
+    authentication_classes: list[type[BaseAuthentication]] = []
+    permission_classes: list[type[BasePermission]] = []
     # media type → (body, Content-Type, Content-Disposition)
     _documents: ClassVar[dict[str, tuple[bytes, str, str]]] = {}
     _lock = threading.Lock()
@@ -37,7 +39,8 @@ class CachedOpenApiView(SpectacularJSONAPIView):
         )
 
     def _build(self, request: Request, *args: Any, **kwargs: Any) -> tuple[bytes, str, str]:
-        response = super().get(request, *args, **kwargs)
+        # drf-spectacular leaves its views' `get` unannotated.
+        response = super().get(request, *args, **kwargs)  # type: ignore[no-untyped-call]
         response.accepted_renderer = request.accepted_renderer
         response.accepted_media_type = request.accepted_media_type
         response.renderer_context = self.get_renderer_context()

@@ -3,7 +3,13 @@
 Imported from `CommonConfig.ready`: an extension registers itself when its module is imported.
 """
 
+from typing import TYPE_CHECKING
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+
+if TYPE_CHECKING:
+    # Not at run time: it imports DRF's views, which import this app's permission classes.
+    from drf_spectacular.openapi import AutoSchema
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -11,7 +17,7 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "apps.accounts.authentication.ApiKeyAuthentication"
     name = "ApiKey"
 
-    def get_security_definition(self, auto_schema) -> dict[str, str]:
+    def get_security_definition(self, auto_schema: "AutoSchema") -> dict[str, str]:
         return {
             "type": "http",
             "scheme": "bearer",

@@ -31,7 +31,7 @@ from apps.jobs.availability import worker_presence_list
 def celery_queues() -> list[str]:
     """Every queue the code routes to: the models' own and the housekeeping ones."""
     from apps.common.queues import Queue
-    from apps.jobs.catalog import MODELS
+    from apps.jobs.registry import MODELS
 
     return sorted({spec.queue for spec in MODELS.values()} | {str(queue) for queue in Queue})
 
@@ -44,11 +44,13 @@ class _RedisCollector:
         self.client = client
 
     def collect(self) -> Iterator[Metric]:
-        from apps.jobs.catalog import MODELS
+        from apps.jobs.registry import MODELS
 
-        counters: dict[str, dict[tuple, float]] = defaultdict(dict)
-        buckets: dict[str, dict[tuple, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
-        sums: dict[str, dict[tuple, float]] = defaultdict(dict)
+        counters: dict[str, dict[tuple[str, ...], float]] = defaultdict(dict)
+        buckets: dict[str, dict[tuple[str, ...], dict[str, float]]] = defaultdict(
+            lambda: defaultdict(dict)
+        )
+        sums: dict[str, dict[tuple[str, ...], float]] = defaultdict(dict)
         for raw_field, raw_value in self.client.hgetall(METRICS_KEY).items():
             try:
                 name, label_pairs, *suffix = json.loads(raw_field)

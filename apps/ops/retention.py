@@ -16,6 +16,7 @@ beat task and `phonos_prune` run the same function and may run at the same time 
 
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import QuerySet
@@ -37,7 +38,7 @@ class PruneReport:
         return asdict(self)
 
 
-def _delete_in_batches(queryset: QuerySet, *, batch_size: int) -> int:
+def _delete_in_batches(queryset: QuerySet[Any], *, batch_size: int) -> int:
     label = queryset.model._meta.label
     total = 0
     while True:
