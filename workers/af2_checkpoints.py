@@ -54,7 +54,7 @@ def write_tiny_colabfold_params(
         for number in MODEL_NUMBERS:
             rng = np.random.default_rng([seed, number, 3])
             arrays = {key: _random_array(key, shape, rng) for key, shape in multimer_shapes.items()}
-            np.savez(params_dir / params_file_name("alphafold2_multimer_v3", number), **arrays)
+            _savez(params_dir / params_file_name("alphafold2_multimer_v3", number), arrays)
     (data_dir / MODEL_CONFIG_FILE).write_text(
         json.dumps({"untrained": True, "config_overrides": TINY_CONFIG_OVERRIDES}, indent=2)
     )
@@ -65,13 +65,18 @@ def write_tiny_colabfold_params(
         ptm_shapes = shapes[_ARCHITECTURE_OF_MODEL[number]]
         rng = np.random.default_rng([seed, number])
         ptm_arrays = {key: _random_array(key, shape, rng) for key, shape in ptm_shapes.items()}
-        np.savez(params_dir / params_file_name("alphafold2_ptm", number), **ptm_arrays)
+        _savez(params_dir / params_file_name("alphafold2_ptm", number), ptm_arrays)
         # The same network without the PAE head, as the real monomer files are.
         monomer_arrays = {
             key: array for key, array in ptm_arrays.items() if not key.startswith(_PAE_HEAD_SCOPE)
         }
-        np.savez(params_dir / params_file_name("alphafold2", number), **monomer_arrays)
+        _savez(params_dir / params_file_name("alphafold2", number), monomer_arrays)
     return data_dir
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    # numpy's stub has `allow_pickle: bool` among savez's keywords, which a ** of arrays meets.
+    np.savez(path, **arrays)  # type: ignore[arg-type]
 
 
 def _unfused(model_config: Any) -> Any:
@@ -85,7 +90,9 @@ def _unfused(model_config: Any) -> Any:
     return model_config
 
 
-def _abstract_shapes(runner: Any, features: dict[str, Any], length: int) -> dict[str, tuple]:
+def _abstract_shapes(
+    runner: Any, features: dict[str, Any], length: int
+) -> dict[str, tuple[int, ...]]:
     import jax
 
     # The recycled inputs, as RunModel.predict passes them.

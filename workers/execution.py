@@ -10,6 +10,7 @@ import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -28,7 +29,7 @@ from apps.jobs.services import (
 from apps.jobs.storage import get_storage
 from workers.batching import model_run
 from workers.presence import model_state_set
-from workers.runners import MODEL_IDS, JobInputs, Runner, RunnerError, get_runner
+from workers.runners import MODEL_IDS, JobInputs, OutputFile, Runner, RunnerError, get_runner
 from workers.runners.scrub import server_paths_scrub
 
 logger = logging.getLogger(__name__)
@@ -43,12 +44,12 @@ class JobNoLongerRunning(Exception):
     """Raised from the progress callback when the job was cancelled under the worker."""
 
 
-def runner_options(model_id: str) -> dict:
+def runner_options(model_id: str) -> dict[str, Any]:
     """The runner's constructor options, as its registry entry reads them from settings."""
     return MODELS[model_id].runner_options(settings)
 
 
-def job_runner_params(*, job: Job) -> dict:
+def job_runner_params(*, job: Job) -> dict[str, Any]:
     """The params the runner gets: a docking job's `protein_job_id` becomes that job's PDB text,
     read from storage now, checked again in case it was deleted since submission."""
     params = dict(job.params)
@@ -209,7 +210,7 @@ def job_execute(*, job_id: str) -> str:
     return Job.objects.values_list("status", flat=True).filter(id=job.id).first() or "missing"
 
 
-def _store_outputs(*, job: Job, files: list, primary: str) -> str:
+def _store_outputs(*, job: Job, files: list[OutputFile], primary: str) -> str:
     """Upload every file under the job's prefix; the primary file is named after the job."""
     storage = get_storage()
     prefix = job_output_prefix(job=job)

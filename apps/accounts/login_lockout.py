@@ -8,15 +8,19 @@ is therefore shifted so that it reaches AXES_FAILURE_LIMIT exactly when it reach
 PHONOS_LOGIN_MAX_FAILURES_PER_IP.
 """
 
+from typing import Any
+
 from axes.handlers.database import AxesDatabaseHandler
 from axes.models import AccessAttempt
 from django.conf import settings
 from django.db.models import Sum
 from django.http import HttpRequest
 
+from apps.accounts.models import User
+
 
 class PerParameterLimitHandler(AxesDatabaseHandler):
-    def get_failures(self, request: HttpRequest, credentials: dict | None = None) -> int:
+    def get_failures(self, request: HttpRequest, credentials: dict[str, Any] | None = None) -> int:
         by_username, by_ip = (
             attempts.aggregate(total=Sum("failures_since_start"))["total"] or 0
             for attempts in self.get_user_attempts(request, credentials)
@@ -24,7 +28,9 @@ class PerParameterLimitHandler(AxesDatabaseHandler):
         headroom = settings.PHONOS_LOGIN_MAX_FAILURES_PER_IP - settings.PHONOS_LOGIN_MAX_FAILURES
         return max(by_username, by_ip - headroom)
 
-    def user_logged_in(self, sender, request: HttpRequest, user, **kwargs) -> None:
+    def user_logged_in(
+        self, sender: object, request: HttpRequest, user: User, **kwargs: Any
+    ) -> None:
         super().user_logged_in(sender, request, user, **kwargs)
         # The right password ends the username's lockout count, never the address's.
         AccessAttempt.objects.filter(username=user.get_username()).delete()

@@ -40,9 +40,9 @@ def receptor_digest(pdb_text: str) -> str:
 
 def canonical_smiles(smiles: str) -> str:
     """RDKit's canonical SMILES, so `OCC` and `CCO` are one ligand."""
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem, rdBase
 
-    RDLogger.DisableLog("rdApp.*")
+    rdBase.DisableLog("rdApp.*")
     molecule = Chem.MolFromSmiles(smiles)
     return Chem.MolToSmiles(molecule) if molecule is not None else smiles
 

@@ -96,7 +96,8 @@ class S3Storage:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            body: BinaryIO = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            return body
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
                 raise FileNotFoundError(key) from None
@@ -128,7 +129,7 @@ class S3Storage:
             )
 
     def presigned_url(self, key: str, filename: str) -> str | None:
-        return self.client.generate_presigned_url(
+        url: str = self.client.generate_presigned_url(
             "get_object",
             Params={
                 "Bucket": self.bucket,
@@ -137,6 +138,7 @@ class S3Storage:
             },
             ExpiresIn=self.presign_seconds,
         )
+        return url
 
 
 @cache

@@ -369,7 +369,7 @@ class AlphaFold2Runner:
 
         started = time.perf_counter()
         try:
-            models = load_models_and_params(
+            models: list[tuple[str, Any, Any]] = load_models_and_params(
                 num_models=len(MODEL_NUMBERS),
                 use_templates=templates,
                 num_ensemble=preset.num_ensemble,
@@ -825,7 +825,8 @@ def _read_params(params: dict[str, Any]) -> AlphaFold2Params:
     registry's and apps.jobs.catalog's alone, checked at submission; a direct call (a bench, a
     test) gets the registry's defaults here."""
     filled = MODELS["alphafold2"].params_with_defaults(params)
-    return AlphaFold2Params(**{name: filled.get(name) for name in _PARAM_NAMES})
+    values: dict[str, Any] = {name: filled.get(name) for name in _PARAM_NAMES}
+    return AlphaFold2Params(**values)
 
 
 def _file_stem(name: str) -> str:

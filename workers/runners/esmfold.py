@@ -442,8 +442,11 @@ class EsmFoldRunner:
         # the move, so the GPU never holds it in fp32); CPUs run it in fp32. The folding trunk
         # stays fp32 (TF32 matmuls on GPU).
         on_gpu = self.device.startswith("cuda")
-        model.esm = model.esm.to(self.gpu_lm_dtype) if on_gpu else model.esm.float()
         # transformers' @wraps(nn.Module.to) hides the bound method's signature from mypy.
+        if on_gpu:
+            model.esm = model.esm.to(self.gpu_lm_dtype)  # type: ignore[arg-type]
+        else:
+            model.esm = model.esm.float()
         model.to(self.device)  # type: ignore[arg-type]
         if on_gpu:
             torch.backends.cuda.matmul.allow_tf32 = True
