@@ -1,5 +1,7 @@
 from rest_framework import authentication, exceptions
+from rest_framework.request import Request
 
+from apps.accounts.models import Account, ApiKey
 from apps.accounts.selectors import api_key_get_active
 from apps.accounts.services import api_key_touch
 from apps.common.request_usage import request_usage
@@ -10,7 +12,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     keyword = "Bearer"
 
-    def authenticate(self, request):
+    def authenticate(self, request: Request) -> tuple[Account, ApiKey] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         if not header:
             return None
@@ -28,5 +30,5 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         usage.api_key_id, usage.account_id = api_key.id, api_key.account_id
         return (api_key.account, api_key)
 
-    def authenticate_header(self, request) -> str:
+    def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="phonos"'

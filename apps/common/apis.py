@@ -1,11 +1,14 @@
-from typing import Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
 
 from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,7 +27,7 @@ class RateLimitedCredential(Protocol):
     rate_limit_per_minute: int
 
 
-class ErrorSerializer(serializers.Serializer):
+class ErrorSerializer(serializers.Serializer[Any]):
     error = serializers.CharField(help_text="A short title, such as `Bad Request`")
     message = serializers.CharField(help_text="What went wrong, naming the offending field")
 
@@ -70,11 +73,17 @@ class JsonFallbackNegotiation(DefaultContentNegotiation):
     a 406 that no operation documents: so `Accept: chemical/x-pdb` on a download still gets the
     file (a plain Django response, no renderer involved), and any error the JSON envelope."""
 
-    def select_renderer(self, request, renderers, format_suffix=None):
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
         try:
-            return super().select_renderer(request, renderers, format_suffix)
+            selected: tuple[BaseRenderer, str] = super().select_renderer(
+                request, renderers, format_suffix
+            )
+            return selected
         except NotAcceptable:
-            return renderers[0], renderers[0].media_type
+            first = next(iter(renderers))
+            return first, first.media_type
 
 
 class PhonosApiView(APIView):
@@ -88,7 +97,8 @@ class PhonosApiView(APIView):
         if not isinstance(api_key, RateLimitedCredential):
             return
         decision = rate_limit_hit(key_id=api_key.id, limit=api_key.rate_limit_per_minute)
-        request.rate_limit = decision
+        # Our own attribute on DRF's request, read back by finalize_response.
+        setattr(request, "rate_limit", decision)  # noqa: B010
         if not decision.allowed:
             raise TooManyRequests(
                 f"You have exceeded the rate limit of {decision.limit} requests per minute",
@@ -97,7 +107,9 @@ class PhonosApiView(APIView):
                 retry_after=decision.reset_seconds,
             )
 
-    def finalize_response(self, request: Request, response: Response, *args, **kwargs):
+    def finalize_response(
+        self, request: Request, response: Response, *args: Any, **kwargs: Any
+    ) -> Response:
         response = super().finalize_response(request, response, *args, **kwargs)
         decision = getattr(request, "rate_limit", None)
         if decision is not None:
@@ -107,7 +119,7 @@ class PhonosApiView(APIView):
 
 
 class HealthApi(APIView):
-    authentication_classes: list = []
+    authentication_classes: list[type[BaseAuthentication]] = []
     permission_classes = [AllowAny]
     content_negotiation_class = JsonFallbackNegotiation
 

@@ -1,3 +1,6 @@
+from collections.abc import Callable
+from typing import Any
+
 from django.conf import settings
 from django.http import FileResponse, HttpResponseRedirect
 from drf_spectacular.types import OpenApiTypes
@@ -13,12 +16,13 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.accounts.api_request import ApiKeyRequest
 from apps.common.apis import PhonosApiView, error_responses
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.common.pagination import PageQuerySerializer, PaginationSerializer, paginate
 from apps.common.request_usage import request_usage
 from apps.jobs.availability import model_availability
-from apps.jobs.catalog import pipeline_clean, submission_clean
+from apps.jobs.catalog import CleanedSubmission, pipeline_clean, submission_clean
 from apps.jobs.idempotency import MAX_KEY_LENGTH, idempotent_call, request_fingerprint
 from apps.jobs.job_keys import msa_cache_path
 from apps.jobs.models import Job
@@ -73,7 +77,7 @@ class ModelParamsField(serializers.DictField):
     """Documents params from the model registry; apps.jobs.catalog checks them."""
 
 
-class PredictInputSerializer(serializers.Serializer):
+class PredictInputSerializer(serializers.Serializer[Any]):
     """Documents the request body; the checks themselves live in apps.jobs.catalog."""
 
     model = serializers.ChoiceField(choices=list(MODELS))
@@ -89,7 +93,7 @@ class PredictInputSerializer(serializers.Serializer):
 JOB_STATUS_HELP = "One of: " + ", ".join(Job.Status.values)
 
 
-class JobMetricsSerializer(serializers.Serializer):
+class JobMetricsSerializer(serializers.Serializer[Any]):
     queue_seconds = serializers.FloatField(
         allow_null=True, help_text="From submission to the first worker claim"
     )
@@ -101,7 +105,7 @@ class JobMetricsSerializer(serializers.Serializer):
     )
 
 
-class JobSerializer(serializers.Serializer):
+class JobSerializer(serializers.Serializer[Any]):
     """A job as `GET /v1/jobs/{id}` shows it; output fields appear once the job completed."""
 
     job_id = serializers.UUIDField(source="id")
@@ -137,6 +141,7 @@ class JobSerializer(serializers.Serializer):
             "run_seconds": round(job.run_seconds, 3) if job.run_seconds is not None else None,
             "batch_size": job.batch_size,
         }
+
     cached = serializers.BooleanField(
         help_text="Served without a run of its own: an identical earlier result was reused, "
         "or it rode on an identical job's run"
@@ -147,7 +152,7 @@ class JobSerializer(serializers.Serializer):
         help_text="The job whose result or run it was served from; null when it ran itself",
     )
 
-    def to_representation(self, job: Job) -> dict:
+    def to_representation(self, job: Job) -> dict[str, Any]:
         data = super().to_representation(job)
         if job.depends_on_id is None:
             data.pop("depends_on", None)
@@ -162,7 +167,7 @@ class JobSerializer(serializers.Serializer):
         return data
 
 
-class JobListItemSerializer(serializers.Serializer):
+class JobListItemSerializer(serializers.Serializer[Any]):
     job_id = serializers.UUIDField(source="id")
     name = serializers.CharField()
     status = serializers.CharField(help_text=JOB_STATUS_HELP)
@@ -170,7 +175,7 @@ class JobListItemSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     download_url = serializers.CharField(required=False)
 
-    def to_representation(self, job: Job) -> dict:
+    def to_representation(self, job: Job) -> dict[str, Any]:
         data = super().to_representation(job)
         if job.status == Job.Status.COMPLETED and job.output_file:
             data["download_url"] = job.download_path
@@ -181,8 +186,8 @@ class JobListItemSerializer(serializers.Serializer):
 
 class ModelsApi(PhonosApiView):
     @extend_schema_serializer(component_name="ModelList")
-    class OutputSerializer(serializers.Serializer):
-        class ModelSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
+        class ModelSerializer(serializers.Serializer[Any]):
             id = serializers.CharField()
             name = serializers.CharField()
             description = serializers.CharField()
@@ -232,7 +237,7 @@ class ModelsApi(PhonosApiView):
         return Response({"models": models})
 
 
-class PredictOutputSerializer(serializers.Serializer):
+class PredictOutputSerializer(serializers.Serializer[Any]):
     success = serializers.BooleanField()
     job_id = serializers.UUIDField()
     model = serializers.CharField()
@@ -241,7 +246,7 @@ class PredictOutputSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
-def _predict_body(job: Job) -> dict:
+def _predict_body(job: Job) -> dict[str, Any]:
     return {
         "success": True,
         "job_id": str(job.id),
@@ -252,7 +257,9 @@ def _predict_body(job: Job) -> dict:
     }
 
 
-def _idempotent_response(request: Request, produce) -> Response:
+def _idempotent_response(
+    request: ApiKeyRequest, produce: Callable[[], tuple[int, dict[str, Any]]]
+) -> Response:
     status, body, replayed = idempotent_call(
         account=request.user,
         key=request.headers.get("Idempotency-Key"),
@@ -309,13 +316,13 @@ class PredictApi(PhonosApiView):
             **error_responses(400, 402, 409, 413, 415, 503),
         },
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: ApiKeyRequest) -> Response:
         submission = submission_clean(request.data)
         usage = request_usage(request)
         usage.model = submission.spec.id
         use_cache = not _no_cache_asked(request)
 
-        def produce() -> tuple[int, dict]:
+        def produce() -> tuple[int, dict[str, Any]]:
             job = job_submit(
                 account=request.user,
                 api_key=request.auth,
@@ -342,7 +349,7 @@ class PredictApi(PhonosApiView):
 
 class CacheCheckApi(PhonosApiView):
     @extend_schema_serializer(component_name="CacheCheck")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         cached = serializers.BooleanField(
             help_text="Submitting this request now would complete at once from a stored result"
         )
@@ -361,7 +368,7 @@ class CacheCheckApi(PhonosApiView):
         examples=PREDICT_EXAMPLES,
         responses={200: OutputSerializer, **error_responses(400, 413, 415)},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: ApiKeyRequest) -> Response:
         submission = submission_clean(request.data)
         key = submission_key(submission=submission, account_id=request.user.id)
         match = reusable_job_find(key=key, account_id=request.user.id)
@@ -374,7 +381,7 @@ class CacheCheckApi(PhonosApiView):
         )
 
 
-def _msa_cached(submission) -> bool:
+def _msa_cached(submission: CleanedSubmission) -> bool:
     """Whether the AlphaFold2 worker would find every chain's MSA in its cache. Answerable
     where the API sees the workers' PHONOS_MSA_CACHE_DIR (a shared volume); false elsewhere."""
     if submission.spec.id != "alphafold2":
@@ -390,7 +397,7 @@ def _msa_cached(submission) -> bool:
 
 class PipelineApi(PhonosApiView):
     @extend_schema_serializer(component_name="Pipeline")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         name = serializers.CharField(required=False, max_length=200)
         fold = PredictInputSerializer(help_text="A structure prediction request")
         dock = PredictInputSerializer(
@@ -399,8 +406,8 @@ class PipelineApi(PhonosApiView):
         )
 
     @extend_schema_serializer(component_name="PipelineSubmitted")
-    class OutputSerializer(serializers.Serializer):
-        class PipelineIdsSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
+        class PipelineIdsSerializer(serializers.Serializer[Any]):
             fold_job_id = serializers.UUIDField()
             dock_job_id = serializers.UUIDField()
 
@@ -429,10 +436,10 @@ class PipelineApi(PhonosApiView):
         parameters=[IDEMPOTENCY_HEADER],
         responses={200: OutputSerializer, **error_responses(400, 402, 409, 413, 415, 503)},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: ApiKeyRequest) -> Response:
         cleaned = pipeline_clean(request.data)
 
-        def produce() -> tuple[int, dict]:
+        def produce() -> tuple[int, dict[str, Any]]:
             pipeline = pipeline_submit(account=request.user, api_key=request.auth, pipeline=cleaned)
             jobs = [pipeline.fold, pipeline.dock]
             request_usage(request).credits = sum(job.cost_credits for job in jobs)
@@ -451,9 +458,11 @@ class PipelineApi(PhonosApiView):
 
 class ValidateApi(PhonosApiView):
     @extend_schema_serializer(component_name="Validation")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         valid = serializers.BooleanField()
-        errors = serializers.ListField(child=serializers.CharField())
+        # DRF's metaclass moves declared fields off the class, so this field leaves the
+        # serializer's `errors` property alone; the stubs see a plain class attribute.
+        errors = serializers.ListField(child=serializers.CharField())  # type: ignore[assignment]
         model = serializers.CharField(allow_null=True)
         sequence_length = serializers.IntegerField(allow_null=True)
         credits_cost = serializers.IntegerField(allow_null=True)
@@ -468,7 +477,7 @@ class ValidateApi(PhonosApiView):
         examples=PREDICT_EXAMPLES,
         responses={200: OutputSerializer, **error_responses(400, 413, 415)},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: ApiKeyRequest) -> Response:
         balance = request.user.credit_balance
         try:
             submission = submission_clean(request.data)
@@ -504,20 +513,20 @@ class ValidateApi(PhonosApiView):
 
 class BatchApi(PhonosApiView):
     @extend_schema_serializer(component_name="Batch")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[Any]):
         jobs = PredictInputSerializer(many=True)
 
     @extend_schema_serializer(component_name="BatchResult")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         @extend_schema_serializer(component_name="BatchSummary")
-        class SummarySerializer(serializers.Serializer):
+        class SummarySerializer(serializers.Serializer[Any]):
             total = serializers.IntegerField()
             successful = serializers.IntegerField()
             failed = serializers.IntegerField()
             total_credits_used = serializers.IntegerField()
 
         @extend_schema_serializer(component_name="BatchItemResult")
-        class ItemSerializer(serializers.Serializer):
+        class ItemSerializer(serializers.Serializer[Any]):
             index = serializers.IntegerField()
             success = serializers.BooleanField()
             job_id = serializers.UUIDField(required=False)
@@ -546,15 +555,14 @@ class BatchApi(PhonosApiView):
         parameters=[IDEMPOTENCY_HEADER],
         responses={200: OutputSerializer, **error_responses(400, 409, 413, 415, 503)},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: ApiKeyRequest) -> Response:
         if not isinstance(request.data, dict) or "jobs" not in request.data:
             raise InvalidInput("jobs is required: a list of up to 10 prediction requests")
+        items = request.data["jobs"]
 
-        def produce() -> tuple[int, dict]:
-            outcomes = job_submit_batch(
-                account=request.user, api_key=request.auth, items=request.data["jobs"]
-            )
-            results = []
+        def produce() -> tuple[int, dict[str, Any]]:
+            outcomes = job_submit_batch(account=request.user, api_key=request.auth, items=items)
+            results: list[dict[str, Any]] = []
             for outcome in outcomes:
                 if outcome.job is not None:
                     results.append(
@@ -568,7 +576,7 @@ class BatchApi(PhonosApiView):
                         }
                     )
                 else:
-                    item = request.data["jobs"][outcome.index]
+                    item = items[outcome.index]
                     model = item.get("model") if isinstance(item, dict) else None
                     results.append(
                         {
@@ -600,7 +608,7 @@ class BatchApi(PhonosApiView):
 
 class JobListApi(PhonosApiView):
     @extend_schema_serializer(component_name="JobList")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         jobs = JobListItemSerializer(many=True)
         pagination = PaginationSerializer()
 
@@ -618,7 +626,7 @@ class JobListApi(PhonosApiView):
         parameters=[FilterSerializer],
         responses={200: OutputSerializer, **error_responses(400)},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: ApiKeyRequest) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         params = filters.validated_data
@@ -636,7 +644,7 @@ class JobListApi(PhonosApiView):
 
 class JobDetailApi(PhonosApiView):
     @extend_schema_serializer(component_name="JobDeleted")
-    class DeleteOutputSerializer(serializers.Serializer):
+    class DeleteOutputSerializer(serializers.Serializer[Any]):
         success = serializers.BooleanField()
         job_id = serializers.UUIDField()
         status = serializers.CharField()
@@ -649,7 +657,7 @@ class JobDetailApi(PhonosApiView):
         parameters=[JOB_ID],
         responses={200: JobSerializer, **error_responses(404)},
     )
-    def get(self, request: Request, job_id: str) -> Response:
+    def get(self, request: ApiKeyRequest, job_id: str) -> Response:
         return Response(JobSerializer(job_get(account=request.user, job_id=job_id)).data)
 
     @extend_schema(
@@ -658,7 +666,7 @@ class JobDetailApi(PhonosApiView):
         parameters=[JOB_ID],
         responses={200: DeleteOutputSerializer, **error_responses(400, 404, 409)},
     )
-    def delete(self, request: Request, job_id: str) -> Response:
+    def delete(self, request: ApiKeyRequest, job_id: str) -> Response:
         job = job_delete(account=request.user, job_id=job_id)
         return Response(
             {
@@ -672,7 +680,7 @@ class JobDetailApi(PhonosApiView):
 
 class JobCancelApi(PhonosApiView):
     @extend_schema_serializer(component_name="JobCancelled")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         success = serializers.BooleanField()
         job_id = serializers.UUIDField()
         status = serializers.CharField()
@@ -686,7 +694,7 @@ class JobCancelApi(PhonosApiView):
         request=None,
         responses={200: OutputSerializer, **error_responses(400, 404, 409)},
     )
-    def post(self, request: Request, job_id: str) -> Response:
+    def post(self, request: ApiKeyRequest, job_id: str) -> Response:
         job = job_cancel(account=request.user, job_id=job_id)
         return Response(
             {
@@ -710,7 +718,7 @@ class JobDownloadApi(PhonosApiView):
             **error_responses(400, 404),
         },
     )
-    def get(self, request: Request, job_id: str):
+    def get(self, request: ApiKeyRequest, job_id: str) -> FileResponse | HttpResponseRedirect:
         job = job_get(account=request.user, job_id=job_id)
         if job.status != Job.Status.COMPLETED:
             raise InvalidInput(

@@ -1,13 +1,18 @@
+from typing import Any
+
 from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.accounts.api_request import ApiKeyRequest
 from apps.common.apis import PhonosApiView, error_responses
 from apps.usage.selectors import usage_summary
 
 
-def _rows(name: str, key: str, key_field: serializers.Field) -> serializers.ListSerializer:
+def _rows(
+    name: str, key: str, key_field: serializers.Field[Any, Any, Any, Any]
+) -> serializers.BaseSerializer[Any]:
+    # `many=True`: a ListSerializer at run time, which drf-spectacular types as its Serializer.
     return inline_serializer(
         name,
         {
@@ -20,11 +25,11 @@ def _rows(name: str, key: str, key_field: serializers.Field) -> serializers.List
 
 
 class UsageApi(PhonosApiView):
-    class FilterSerializer(serializers.Serializer):
+    class FilterSerializer(serializers.Serializer[Any]):
         days = serializers.IntegerField(min_value=1, max_value=90, default=30)
 
     @extend_schema_serializer(component_name="Usage")
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[Any]):
         period = inline_serializer(
             "UsagePeriod",
             {
@@ -52,7 +57,7 @@ class UsageApi(PhonosApiView):
         parameters=[FilterSerializer],
         responses={200: OutputSerializer, **error_responses(400)},
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: ApiKeyRequest) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         return Response(usage_summary(account=request.user, days=filters.validated_data["days"]))

@@ -6,6 +6,7 @@ def usage_record(
     *, usage: RequestUsage, endpoint: str, method: str, status_code: int, latency_ms: float
 ) -> UsageRecord:
     """One authenticated request's record: `usage` carries what the request itself reported."""
+    assert usage.account_id is not None  # callers record only requests that carry an account
     return UsageRecord.objects.create(
         account_id=usage.account_id,
         api_key_id=usage.api_key_id,

@@ -1,9 +1,11 @@
+from typing import Any
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
 
+from apps.accounts.api_request import ApiKeyRequest
 from apps.common.apis import ErrorSerializer, PhonosApiView, error_responses
 from apps.common.pagination import PageQuerySerializer, PaginationSerializer, paginate
 from apps.webhooks.models import Webhook, WebhookDelivery
@@ -46,7 +48,7 @@ def _errors(*statuses: int) -> dict[int, OpenApiResponse]:
     return responses
 
 
-class WebhookSerializer(serializers.Serializer):
+class WebhookSerializer(serializers.Serializer[Any]):
     webhook_id = serializers.UUIDField(source="id")
     url = serializers.CharField()
     events = serializers.ListField(child=serializers.ChoiceField(choices=Webhook.Event.values))
@@ -63,11 +65,11 @@ class WebhookSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class WebhookListSerializer(serializers.Serializer):
+class WebhookListSerializer(serializers.Serializer[Any]):
     webhooks = WebhookSerializer(many=True)
 
 
-class WebhookCreateSerializer(serializers.Serializer):
+class WebhookCreateSerializer(serializers.Serializer[Any]):
     url = serializers.CharField(max_length=2048, help_text="HTTPS URL to receive webhook events")
     events = serializers.ListField(
         child=serializers.ChoiceField(choices=Webhook.Event.values),
@@ -84,7 +86,7 @@ class WebhookWithSecretSerializer(WebhookSerializer):
     message = serializers.CharField()
 
 
-class WebhookSecretRotateSerializer(serializers.Serializer):
+class WebhookSecretRotateSerializer(serializers.Serializer[Any]):
     previous_secret_valid_hours = serializers.IntegerField(
         min_value=0,
         max_value=ROTATION_GRACE_MAX_HOURS,
@@ -93,14 +95,14 @@ class WebhookSecretRotateSerializer(serializers.Serializer):
     )
 
 
-class WebhookDeletedSerializer(serializers.Serializer):
+class WebhookDeletedSerializer(serializers.Serializer[Any]):
     success = serializers.BooleanField()
     webhook_id = serializers.UUIDField()
     status = serializers.CharField()
     message = serializers.CharField()
 
 
-class WebhookDeliveryQueuedSerializer(serializers.Serializer):
+class WebhookDeliveryQueuedSerializer(serializers.Serializer[Any]):
     success = serializers.BooleanField()
     webhook_id = serializers.UUIDField()
     delivery_id = serializers.UUIDField()
@@ -109,7 +111,7 @@ class WebhookDeliveryQueuedSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
-class WebhookAttemptSerializer(serializers.Serializer):
+class WebhookAttemptSerializer(serializers.Serializer[Any]):
     attempt = serializers.IntegerField(source="number")
     attempted_at = serializers.DateTimeField()
     succeeded = serializers.BooleanField()
@@ -122,7 +124,7 @@ class WebhookAttemptSerializer(serializers.Serializer):
     next_retry_at = serializers.DateTimeField(allow_null=True)
 
 
-class WebhookDeliverySerializer(serializers.Serializer):
+class WebhookDeliverySerializer(serializers.Serializer[Any]):
     delivery_id = serializers.UUIDField(source="id")
     event = serializers.CharField()
     status = serializers.ChoiceField(choices=WebhookDelivery.Status.values)
@@ -133,7 +135,7 @@ class WebhookDeliverySerializer(serializers.Serializer):
     attempts = WebhookAttemptSerializer(many=True)
 
 
-class WebhookDeliveryListSerializer(serializers.Serializer):
+class WebhookDeliveryListSerializer(serializers.Serializer[Any]):
     deliveries = WebhookDeliverySerializer(many=True)
     pagination = PaginationSerializer()
 
@@ -165,7 +167,7 @@ class WebhookListApi(PhonosApiView):
     @extend_schema(
         operation_id="list_webhooks", responses={200: WebhookListSerializer, **_errors()}
     )
-    def get(self, request: Request) -> Response:
+    def get(self, request: ApiKeyRequest) -> Response:
         webhooks = webhook_list(account=request.user)
         return Response({"webhooks": WebhookSerializer(webhooks, many=True).data})
 
@@ -174,7 +176,7 @@ class WebhookListApi(PhonosApiView):
         request=WebhookCreateSerializer,
         responses={201: WebhookWithSecretSerializer, **_errors(400)},
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: ApiKeyRequest) -> Response:
         data = WebhookCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         created = webhook_create(
@@ -192,7 +194,7 @@ class WebhookDetailApi(PhonosApiView):
         parameters=[WEBHOOK_ID],
         responses={200: WebhookSerializer, **_errors(404)},
     )
-    def get(self, request: Request, webhook_id: str) -> Response:
+    def get(self, request: ApiKeyRequest, webhook_id: str) -> Response:
         webhook = webhook_get(account=request.user, webhook_id=webhook_id)
         return Response(WebhookSerializer(webhook).data)
 
@@ -201,7 +203,7 @@ class WebhookDetailApi(PhonosApiView):
         parameters=[WEBHOOK_ID],
         responses={200: WebhookDeletedSerializer, **_errors(404)},
     )
-    def delete(self, request: Request, webhook_id: str) -> Response:
+    def delete(self, request: ApiKeyRequest, webhook_id: str) -> Response:
         webhook = webhook_delete(account=request.user, webhook_id=webhook_id)
         return Response(
             {
@@ -220,7 +222,7 @@ class WebhookTestApi(PhonosApiView):
         request=None,
         responses={200: WebhookDeliveryQueuedSerializer, **_errors(404)},
     )
-    def post(self, request: Request, webhook_id: str) -> Response:
+    def post(self, request: ApiKeyRequest, webhook_id: str) -> Response:
         delivery = webhook_test_send(account=request.user, webhook_id=webhook_id)
         return Response(_queued(delivery, "Test event queued for delivery"))
 
@@ -232,7 +234,7 @@ class WebhookSecretRotateApi(PhonosApiView):
         request=WebhookSecretRotateSerializer,
         responses={200: WebhookWithSecretSerializer, **_errors(400, 404)},
     )
-    def post(self, request: Request, webhook_id: str) -> Response:
+    def post(self, request: ApiKeyRequest, webhook_id: str) -> Response:
         data = WebhookSecretRotateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         rotated = webhook_secret_rotate(
@@ -250,7 +252,7 @@ class WebhookDeliveryListApi(PhonosApiView):
         parameters=[WEBHOOK_ID, WebhookDeliveryFilterSerializer],
         responses={200: WebhookDeliveryListSerializer, **_errors(400, 404)},
     )
-    def get(self, request: Request, webhook_id: str) -> Response:
+    def get(self, request: ApiKeyRequest, webhook_id: str) -> Response:
         webhook = webhook_get(account=request.user, webhook_id=webhook_id)
         filters = WebhookDeliveryFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -274,7 +276,7 @@ class WebhookDeliveryRetryApi(PhonosApiView):
         request=None,
         responses={200: WebhookDeliveryQueuedSerializer, **_errors(404, 409)},
     )
-    def post(self, request: Request, webhook_id: str, delivery_id: str) -> Response:
+    def post(self, request: ApiKeyRequest, webhook_id: str, delivery_id: str) -> Response:
         delivery = webhook_delivery_retry(
             account=request.user, webhook_id=webhook_id, delivery_id=delivery_id
         )
