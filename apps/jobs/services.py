@@ -329,7 +329,7 @@ def pipeline_submit(
     return Pipeline(fold=fold, dock=dock)
 
 
-def _dependents_release(*, job_id: uuid.UUID | str) -> None:
+def _dependents_release(*, job_id: uuid.UUID) -> None:
     """The fold completed: its waiting docks go to the queue once this transaction commits."""
     now = timezone.now()
     waiting = Job.objects.filter(
@@ -341,14 +341,10 @@ def _dependents_release(*, job_id: uuid.UUID | str) -> None:
         ).update(stage="queued", updated_at=now)
         if changed == 1:
             job_event_record(job_id=dependent_id, status=Job.Status.PENDING, stage="queued")
-            transaction.on_commit(
-                lambda dependent_id=dependent_id, model=model: job_enqueue(
-                    job_id=dependent_id, model=model
-                )
-            )
+            transaction.on_commit(functools.partial(job_enqueue, job_id=dependent_id, model=model))
 
 
-def _dependents_fail(*, job_id: uuid.UUID | str, reason: str) -> None:
+def _dependents_fail(*, job_id: uuid.UUID, reason: str) -> None:
     waiting = Job.objects.filter(
         depends_on_id=job_id, status=Job.Status.PENDING, stage=WAITING_FOR_DEPENDENCY
     ).values_list("id", flat=True)
@@ -388,12 +384,13 @@ def job_cancel(*, account: Account, job_id: uuid.UUID | str) -> Job:
 
 def _followers(*, leader_id: uuid.UUID | str) -> QuerySet[Job]:
     """The jobs riding on this one's run (single-flight), oldest first."""
-    return Job.objects.filter(cached_from_id=leader_id, status__in=Job.ACTIVE).order_by(
-        "created_at"
-    )
+    # Django takes a UUID's text for a foreign key to a UUID primary key, as it does for the
+    # key itself; django-stubs types the `_id` lookup without the text.
+    followers = Job.objects.filter(cached_from_id=leader_id, status__in=Job.ACTIVE)  # type: ignore[misc]
+    return followers.order_by("created_at")
 
 
-def _followers_promote(*, leader_id: uuid.UUID | str) -> None:
+def _followers_promote(*, leader_id: uuid.UUID) -> None:
     """The leader was cancelled: its oldest follower runs in its place, the others follow it."""
     followers = list(_followers(leader_id=leader_id).values_list("id", "model"))
     if not followers:
@@ -657,7 +654,7 @@ def job_complete(
     job = Job.objects.get(id=job_id)
     job_finished_observe(job=job)
     _job_webhook_emit(job=job, event="job.completed")
-    _dependents_release(job_id=job_id)
+    _dependents_release(job_id=job.id)
     _followers_complete(leader=job)
     return True
 

@@ -4,7 +4,7 @@ from apps.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 
 
 @admin.register(Webhook)
-class WebhookAdmin(admin.ModelAdmin):
+class WebhookAdmin(admin.ModelAdmin[Webhook]):
     list_display = ("id", "account", "url", "secret_hint", "failing_since", "disabled_at")
     list_filter = ("disabled_at",)
     search_fields = ("id", "url", "account__username")
@@ -17,7 +17,7 @@ class WebhookAdmin(admin.ModelAdmin):
     ]
 
 
-class WebhookAttemptInline(admin.TabularInline):
+class WebhookAttemptInline(admin.TabularInline[WebhookAttempt, WebhookDelivery]):
     model = WebhookAttempt
     extra = 0
     can_delete = False
@@ -25,7 +25,7 @@ class WebhookAttemptInline(admin.TabularInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
     list_display = ("id", "webhook", "event", "status", "attempt_count", "next_attempt_at")
     list_filter = ("status", "event")
     search_fields = ("id", "webhook__id", "webhook__account__username")

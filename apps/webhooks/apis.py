@@ -144,7 +144,7 @@ class WebhookDeliveryFilterSerializer(PageQuerySerializer):
     limit = serializers.IntegerField(min_value=1, max_value=100, default=20)
 
 
-def _with_secret(created: WebhookWithSecret, message: str) -> dict:
+def _with_secret(created: WebhookWithSecret, message: str) -> dict[str, Any]:
     return {
         **WebhookSerializer(created.webhook).data,
         "secret": created.secret,
@@ -152,7 +152,7 @@ def _with_secret(created: WebhookWithSecret, message: str) -> dict:
     }
 
 
-def _queued(delivery: WebhookDelivery, message: str) -> dict:
+def _queued(delivery: WebhookDelivery, message: str) -> dict[str, Any]:
     return {
         "success": True,
         "webhook_id": str(delivery.webhook_id),

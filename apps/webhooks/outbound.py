@@ -218,7 +218,7 @@ def _remaining(deadline: float) -> float:
     return max(deadline - time.monotonic(), 0.01)
 
 
-def _describe(error: Exception) -> str:
+def _describe(error: OSError | http.client.HTTPException) -> str:
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"TLS error: {error.verify_message}"
     if isinstance(error, ssl.SSLError):

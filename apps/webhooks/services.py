@@ -343,16 +343,16 @@ def _send(*, delivery: WebhookDelivery) -> AttemptOutcome:
     code = response.status_code
     succeeded = 200 <= code < 300
     if succeeded:
-        error = ""
+        problem = ""
     elif 300 <= code < 400:
-        error = f"HTTP {code}: redirects are not followed"
+        problem = f"HTTP {code}: redirects are not followed"
     else:
-        error = f"HTTP {code}"
+        problem = f"HTTP {code}"
     return AttemptOutcome(
         succeeded=succeeded,
         status_code=code,
         latency_ms=response.latency_ms,
-        error=error,
+        error=problem,
         response_body=response.body.decode("utf-8", "replace").replace("\x00", ""),
     )
 
