@@ -135,9 +135,9 @@ def clean_smiles(raw: Any, *, field_name: str) -> str:
             f"{field_name} has {len(raw)} characters; a ligand SMILES may have at most {max_chars}"
         )
     smiles = raw.strip()
-    from rdkit import Chem, RDLogger
+    from rdkit import Chem, rdBase
 
-    RDLogger.DisableLog("rdApp.*")
+    rdBase.DisableLog("rdApp.*")
     molecule = Chem.MolFromSmiles(smiles)
     if molecule is None or molecule.GetNumAtoms() == 0:
         raise InvalidInput(f"{field_name}: {smiles!r} is not a valid SMILES string")
@@ -170,7 +170,7 @@ def clean_protein_pdb(raw: Any, *, spec: ModelSpec, field_name: str = "params.pr
         1
         for chain in model
         for residue in chain
-        if gemmi.find_tabulated_residue(residue.name)
+        if bool(gemmi.find_tabulated_residue(residue.name))
         and gemmi.find_tabulated_residue(residue.name).is_amino_acid()
     )
     if residues == 0:

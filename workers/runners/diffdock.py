@@ -135,7 +135,7 @@ class DiffDockRunner:
         progress("writing_outputs", None)
         ranked = _ranked_pose_files(out_dir / COMPLEX_NAME)
         poses = [_read_pose(path) for _rank, _confidence, path in ranked]
-        samples_out = [
+        samples_out: list[dict[str, Any]] = [
             {"index": index, "rank": rank, "confidence": confidence, "file": path.name}
             for index, (rank, confidence, path) in enumerate(ranked)
         ]

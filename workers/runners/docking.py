@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import gemmi
-from rdkit import Chem, RDLogger
+from rdkit import Chem, rdBase
 
 from workers.runners.base import RunnerError
 
@@ -39,7 +39,7 @@ def read_ligand_smiles(*, inputs_sequence: str, params: dict[str, Any]) -> tuple
     if not isinstance(smiles, str) or not smiles.strip():
         raise RunnerError("ligand_smiles is required: the ligand as a SMILES string")
     smiles = smiles.strip()
-    RDLogger.DisableLog("rdApp.*")
+    rdBase.DisableLog("rdApp.*")
     molecule = Chem.MolFromSmiles(smiles)
     if molecule is None or molecule.GetNumAtoms() == 0:
         raise RunnerError(f"ligand_smiles {smiles!r} is not a valid SMILES string")

@@ -27,7 +27,7 @@ from meeko import (
     ResidueChemTemplates,
 )
 from rdkit import Chem, rdBase
-from rdkit.Chem import AllChem
+from rdkit.Chem import rdDistGeom, rdForceFieldHelpers
 
 from apps.jobs.registry import MODELS
 from workers.runners.base import JobInputs, OutputFile, ProgressCallback, RunnerError, RunResult
@@ -184,7 +184,8 @@ class VinaRunner:
                     "vina": vina.__version__,
                     "meeko": meeko.__version__,
                     "rdkit": rdBase.rdkitVersion,
-                    "gemmi": gemmi.__version__,
+                    # gemmi's bundled stubs leave out its __version__.
+                    "gemmi": gemmi.__version__,  # type: ignore[attr-defined]
                 },
                 "timings": {
                     "prepare_s": round(prepare_s, 3),
@@ -214,7 +215,7 @@ def _read_params(params: dict[str, Any]) -> VinaParams:
 
 
 def _axes(params: dict[str, Any], prefix: str) -> tuple[float, float, float] | None:
-    values = [params.get(f"{prefix}_{axis}") for axis in _AXES]
+    values: list[Any] = [params.get(f"{prefix}_{axis}") for axis in _AXES]
     if any(value is None for value in values):
         return None
     return (float(values[0]), float(values[1]), float(values[2]))
@@ -230,11 +231,11 @@ def _box(
         [atom.pos.tolist() for chain in protein[0] for residue in chain for atom in residue]
     )
     low, high = coordinates.min(axis=0), coordinates.max(axis=0)
-    center = tuple(float(value) for value in (low + high) / 2)
-    size = params.size or tuple(
-        float(value) for value in np.minimum(high - low + BOX_MARGIN, MAX_DEFAULT_BOX_SIZE)
-    )
-    return center, size  # type: ignore[return-value]
+    middle = (low + high) / 2
+    extent = np.minimum(high - low + BOX_MARGIN, MAX_DEFAULT_BOX_SIZE)
+    center = (float(middle[0]), float(middle[1]), float(middle[2]))
+    size = params.size or (float(extent[0]), float(extent[1]), float(extent[2]))
+    return center, size
 
 
 def _prepare_receptor(protein: gemmi.Structure) -> str:
@@ -256,12 +257,13 @@ def _prepare_receptor(protein: gemmi.Structure) -> str:
 
 def _prepare_ligand(molecule: Chem.Mol, *, seed: int) -> str:
     with_hydrogens = Chem.AddHs(molecule)
-    embed = AllChem.ETKDGv3()
-    embed.randomSeed = seed
-    if AllChem.EmbedMolecule(with_hydrogens, embed) != 0:
+    embed = rdDistGeom.ETKDGv3()
+    # RDKit's generated stubs give the property setter no types.
+    embed.randomSeed = seed  # type: ignore[assignment]
+    if rdDistGeom.EmbedMolecule(with_hydrogens, embed) != 0:
         raise RunnerError("RDKit could not generate a 3D conformer for the ligand")
-    if AllChem.MMFFHasAllMoleculeParams(with_hydrogens):
-        AllChem.MMFFOptimizeMolecule(with_hydrogens)
+    if rdForceFieldHelpers.MMFFHasAllMoleculeParams(with_hydrogens):
+        rdForceFieldHelpers.MMFFOptimizeMolecule(with_hydrogens)
     try:
         setups = MoleculePreparation().prepare(with_hydrogens)
     except RuntimeError as error:
