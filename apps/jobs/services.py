@@ -8,7 +8,7 @@ import functools
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -49,14 +49,17 @@ def _job_webhook_emit(*, job: Job, event: str) -> None:
         "model": job.model,
         "download_url": job.download_path if completed else None,
     }
-    webhook_event_emit(
-        account_id=job.account_id, event=event, data=data, request_id=job.request_id
-    )
+    webhook_event_emit(account_id=job.account_id, event=event, data=data, request_id=job.request_id)
 
 
-def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
+def job_enqueue(*, job_id: uuid.UUID, model: str, marked: bool = False) -> bool:
     """Publish the job's task. A broker that is down is logged, not raised: the sweeper
-    re-enqueues pending jobs whose task never arrived."""
+    re-enqueues pending jobs whose task never arrived.
+
+    `marked`: the job was created with `enqueued_at` already set, so that a submission commits
+    once; only a failed publish writes then, clearing the mark so the sweeper's next pass
+    publishes it. (A process killed between that commit and the publish leaves the mark: the
+    sweeper's lost-message pass publishes it after PHONOS_REPUBLISH_AFTER_SECONDS.)"""
     time_limit = settings.PHONOS_TIME_LIMITS[model]
     if not task_publish(
         RUN_JOB_TASK,
@@ -67,8 +70,11 @@ def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
         soft_time_limit=time_limit,
         time_limit=time_limit + settings.PHONOS_HARD_LIMIT_GRACE_SECONDS,
     ):
+        if marked:
+            Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=None)
         return False
-    Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=timezone.now())
+    if not marked:
+        Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=timezone.now())
     return True
 
 
@@ -92,6 +98,7 @@ def _job_create(
     submission: CleanedSubmission,
     job_id: uuid.UUID,
     depends_on_id: uuid.UUID | None = None,
+    enqueued_at: datetime | None = None,
 ) -> Job:
     """Debit and create one job; the caller holds the transaction and publishes it."""
     # The debit's conditional UPDATE locks the account row until commit, which also makes the
@@ -120,6 +127,7 @@ def _job_create(
         depends_on_id=depends_on_id,
         stage=WAITING_FOR_DEPENDENCY if depends_on_id else "queued",
         request_id=request_id_current(),
+        enqueued_at=enqueued_at,
     )
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     return job
@@ -135,8 +143,14 @@ def job_submit(*, account: Account, api_key: ApiKey | None, submission: CleanedS
             job_id=submission.params["protein_job_id"],
             max_residues=submission.spec.max_length,
         )
-    job = _job_create(account=account, api_key=api_key, submission=submission, job_id=uuid.uuid4())
-    transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
+    job = _job_create(
+        account=account,
+        api_key=api_key,
+        submission=submission,
+        job_id=uuid.uuid4(),
+        enqueued_at=timezone.now(),
+    )
+    transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model, marked=True))
     return job
 
 
