@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from apps.accounts.models import Account
+from apps.accounts.models import ApiKey
 from apps.common.counters import PENDING_HASH, counters_add
 from apps.common.ratelimit import redis_client
 from apps.common.request_usage import RequestUsage
@@ -110,10 +110,11 @@ def _claim_fold(client: redis.Redis, claim: str) -> int:
         with transaction.atomic():
             # First, so a second fold of the same claim waits here and then fails, whole.
             UsageFold.objects.create(claim=claim)
-            # Account rows are tombstoned, never deleted; this only guards the foreign key.
-            accounts = {row.account_id for row in rows}
-            existing = set(Account.objects.filter(id__in=accounts).values_list("id", flat=True))
-            _counters_upsert([row for row in rows if row.account_id in existing])
+            # A deleted account's keys are deleted with it: what its last requests counted
+            # must not bring its usage back after the deletion.
+            keys = {row.api_key_id for row in rows}
+            existing = set(ApiKey.objects.filter(id__in=keys).values_list("id", flat=True))
+            _counters_upsert([row for row in rows if row.api_key_id in existing])
     except IntegrityError:
         rows = []  # folded already, by a fold that died before deleting it or one running now
     client.delete(claim)
