@@ -51,6 +51,9 @@ def runner_options(model_id: str) -> dict:
             "msa_server_url": settings.PHONOS_MSA_SERVER_URL,
             "msa_cache_dir": settings.PHONOS_MSA_CACHE_DIR,
         }
+    if model_id == "vina":
+        # Vina's length limit applies to the receptor cropped to the box, known only here.
+        return {"max_residues": settings.PHONOS_MAX_LENGTH["vina"]}
     if model_id == "diffdock":
         return {
             "diffdock_dir": settings.PHONOS_DIFFDOCK_DIR,

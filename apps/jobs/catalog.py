@@ -56,6 +56,17 @@ class Param:
                 raise InvalidInput(f"{label} must be a string")
             if self.choices and value not in self.choices:
                 raise InvalidInput(f"{label} must be one of: {', '.join(self.choices)}")
+            if self.maximum is not None and len(value) > self.maximum:
+                raise InvalidInput(f"{label} must be at most {int(self.maximum)} characters")
+        elif self.kind is list:
+            # A list of strings; a string of items separated by commas or spaces also does
+            # (what a form field sends).
+            if isinstance(value, str):
+                value = [item for item in re.split(r"[\s,]+", value) if item]
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                raise InvalidInput(f"{label} must be a list of strings")
+            if not value or (self.maximum is not None and len(value) > self.maximum):
+                raise InvalidInput(f"{label} must hold 1 to {int(self.maximum or 1)} items")
         return value
 
 
@@ -87,6 +98,31 @@ PROTEIN_JOB_ID_HELP = "A completed structure prediction job of this account, ins
 # Models whose completed jobs a docking job may take its protein from (params.protein_job_id).
 FOLD_MODEL_TYPE = "structure_prediction"
 
+# Ligand files as text: a drug-like molecule is a few kB; this bounds what a request can hold.
+MAX_LIGAND_FILE_CHARS = 100_000
+MAX_LIGAND_HEAVY_ATOMS = 150
+MAX_POCKET_RESIDUES = 100
+LIGAND_FORMAT_PARAMS = ("ligand_smiles", "ligand_sdf", "ligand_mol2")
+# The ligand as SMILES, SDF or MOL2 text: what both docking models (and NVIDIA's DiffDock
+# service) take.
+LIGAND_PARAMS = (
+    Param("ligand_smiles", str, None, description="The ligand as SMILES"),
+    Param(
+        "ligand_sdf",
+        str,
+        None,
+        maximum=MAX_LIGAND_FILE_CHARS,
+        description="The ligand as SDF (MOL) text, instead of SMILES",
+    ),
+    Param(
+        "ligand_mol2",
+        str,
+        None,
+        maximum=MAX_LIGAND_FILE_CHARS,
+        description="The ligand as Tripos MOL2 text, instead of SMILES",
+    ),
+)
+VINA_SCORING = ("vina", "vinardo")
 MODELS: dict[str, ModelSpec] = {
     spec.id: spec
     for spec in (
@@ -139,7 +175,7 @@ MODELS: dict[str, ModelSpec] = {
             params=(
                 Param("protein_pdb", str, None),
                 Param("protein_job_id", str, None, description=PROTEIN_JOB_ID_HELP),
-                Param("ligand_smiles", str, None),
+                *LIGAND_PARAMS,
                 Param("inference_steps", int, 20, 10, 40),
                 Param("samples_per_complex", int, 10, 1, 40),
             ),
@@ -154,7 +190,36 @@ MODELS: dict[str, ModelSpec] = {
             params=(
                 Param("protein_pdb", str, None),
                 Param("protein_job_id", str, None, description=PROTEIN_JOB_ID_HELP),
-                Param("ligand_smiles", str, None),
+                *LIGAND_PARAMS,
+                Param("ph", float, 7.4, 0, 14, description="Ligand protonation pH"),
+                Param(
+                    "keep_hetero",
+                    bool,
+                    False,
+                    description="Keep metal ions and cofactors (known residue names) in the receptor",
+                ),
+                Param(
+                    "pocket_ligand_sdf",
+                    str,
+                    None,
+                    maximum=MAX_LIGAND_FILE_CHARS,
+                    description="A reference ligand (SDF): its bounding box plus a margin is the box",
+                ),
+                Param(
+                    "pocket_residues",
+                    list,
+                    None,
+                    maximum=MAX_POCKET_RESIDUES,
+                    description='Residues lining the pocket, e.g. ["A:45", "A:112"]',
+                ),
+                Param(
+                    "pocket_margin",
+                    float,
+                    5.0,
+                    0,
+                    20,
+                    description="Å added on each side of a pocket from a ligand or residues",
+                ),
                 *(
                     Param(f"center_{axis}", float, None, -9999, 9999, description="Box centre, Å")
                     for axis in "xyz"
@@ -163,6 +228,7 @@ MODELS: dict[str, ModelSpec] = {
                     Param(f"size_{axis}", float, None, 1, 60, description="Box side, Å")
                     for axis in "xyz"
                 ),
+                Param("scoring", str, "vina", choices=VINA_SCORING, description="Scoring function"),
                 Param("exhaustiveness", int, 8, 1, 32, description="Search effort"),
                 Param("num_poses", int, 9, 1, 20, description="Ranked poses returned"),
                 Param("seed", int, None, 0, 2**31 - 1, description="Random seed"),
@@ -216,7 +282,9 @@ def clean_smiles(raw: Any, *, field_name: str) -> str:
     return smiles
 
 
-def clean_protein_pdb(raw: Any, *, spec: ModelSpec, field_name: str = "params.protein_pdb") -> str:
+def clean_protein_pdb(
+    raw: Any, *, spec: ModelSpec, field_name: str = "params.protein_pdb", limit_length: bool = True
+) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidInput(f"{field_name} must be the text of a PDB file")
     if "\n" not in raw.strip() and not raw.lstrip().startswith(("ATOM", "HETATM")):
@@ -241,11 +309,125 @@ def clean_protein_pdb(raw: Any, *, spec: ModelSpec, field_name: str = "params.pr
     )
     if residues == 0:
         raise InvalidInput(f"{field_name} contains no protein residues")
-    if residues > spec.max_length:
+    if limit_length and residues > spec.max_length:
         raise InvalidInput(
             f"{field_name} has {residues} residues; {spec.id} accepts at most {spec.max_length}"
         )
     return raw
+
+
+# Models that crop the receptor to the search box: their length limit applies to the cropped
+# receptor, which only the worker knows.
+CROPPING_MODELS = {"vina"}
+_POCKET_RESIDUE = re.compile(r"^[A-Za-z0-9]{1,4}:-?\d{1,5}[A-Za-z]?$")
+
+
+def _ligand_clean(text: str, *, field_name: str, require_3d: bool = False) -> Any:
+    from workers.runners.docking import LigandFormatError, ligand_from_text
+
+    file_format = "mol2" if field_name.endswith("mol2") else "sdf"
+    try:
+        molecule = ligand_from_text(text, file_format=file_format, require_3d=require_3d)
+    except LigandFormatError as error:
+        raise InvalidInput(f"{field_name}: {error}") from None
+    if molecule.GetNumHeavyAtoms() > MAX_LIGAND_HEAVY_ATOMS:
+        raise InvalidInput(
+            f"{field_name} has {molecule.GetNumHeavyAtoms()} heavy atoms; at most "
+            f"{MAX_LIGAND_HEAVY_ATOMS}"
+        )
+    return molecule
+
+
+def _docking_clean(raw_sequence: Any, *, params: dict[str, Any], spec: ModelSpec) -> str:
+    """Check a docking request's ligand, receptor and pocket; returns the job's `sequence`: the
+    ligand as SMILES."""
+    from rdkit import Chem
+
+    if raw_sequence == "":
+        raw_sequence = None
+    formats = [name for name in LIGAND_FORMAT_PARAMS if name in params]
+    if len(formats) > 1:
+        raise InvalidInput(f"give one ligand: params.{formats[0]} or params.{formats[1]}, not both")
+    if formats and formats[0] != "ligand_smiles":
+        if raw_sequence is not None:
+            raise InvalidInput(f"give the ligand once: sequence or params.{formats[0]}, not both")
+        molecule = _ligand_clean(params[formats[0]], field_name=f"params.{formats[0]}")
+        sequence = Chem.MolToSmiles(Chem.RemoveHs(molecule))
+    else:
+        ligand = params.get("ligand_smiles")
+        if ligand is None and raw_sequence is None:
+            raise InvalidInput(
+                "params.ligand_smiles (or sequence holding the ligand's SMILES, or "
+                "params.ligand_sdf, or params.ligand_mol2) is required"
+            )
+        sequence = clean_smiles(
+            ligand if ligand is not None else raw_sequence,
+            field_name="params.ligand_smiles" if ligand is not None else "sequence",
+        )
+        if ligand is not None and raw_sequence is not None:
+            if not isinstance(raw_sequence, str) or raw_sequence.strip() != sequence:
+                raise InvalidInput("sequence and params.ligand_smiles name different ligands")
+        params["ligand_smiles"] = sequence
+    if "protein_job_id" in params:
+        if "protein_pdb" in params:
+            raise InvalidInput("give params.protein_pdb or params.protein_job_id, not both")
+        params["protein_job_id"] = _clean_job_id(params["protein_job_id"])
+    elif "protein_pdb" in params:
+        params["protein_pdb"] = clean_protein_pdb(
+            params["protein_pdb"], spec=spec, limit_length=spec.id not in CROPPING_MODELS
+        )
+    else:
+        raise InvalidInput(
+            f"params.protein_pdb (or params.protein_job_id) is required for {spec.id}"
+        )
+    for box in ("center", "size"):
+        given = [axis for axis in "xyz" if f"{box}_{axis}" in params]
+        if given and len(given) < 3:
+            raise InvalidInput(f"params.{box}_x, {box}_y and {box}_z go together; give all three")
+    pockets = [
+        name
+        for name, given in (
+            ("center_x", "center_x" in params or "size_x" in params),
+            ("pocket_ligand_sdf", "pocket_ligand_sdf" in params),
+            ("pocket_residues", "pocket_residues" in params),
+        )
+        if given
+    ]
+    if len(pockets) > 1:
+        raise InvalidInput(f"give one pocket: params.{pockets[0]} or params.{pockets[1]}, not both")
+    if "pocket_ligand_sdf" in params:
+        _ligand_clean(
+            params["pocket_ligand_sdf"], field_name="params.pocket_ligand_sdf", require_3d=True
+        )
+    if "pocket_residues" in params:
+        params["pocket_residues"] = _pocket_residues_clean(
+            params["pocket_residues"], protein_pdb=params.get("protein_pdb")
+        )
+    return sequence
+
+
+def _pocket_residues_clean(residues: list[str], *, protein_pdb: str | None) -> list[str]:
+    bad = [residue for residue in residues if not _POCKET_RESIDUE.match(residue)]
+    if bad:
+        raise InvalidInput(
+            f"params.pocket_residues: {bad[0]!r} is not a residue; write CHAIN:NUMBER, e.g. 'A:45'"
+        )
+    if protein_pdb is not None:
+        # A structure prediction's residues are checked by the worker, which reads it.
+        import gemmi
+
+        structure = gemmi.read_pdb_string(protein_pdb)
+        present = {
+            f"{chain.name}:{residue.seqid.num}{residue.seqid.icode.strip()}"
+            for chain in structure[0]
+            for residue in chain
+        }
+        missing = [residue for residue in residues if residue not in present]
+        if missing:
+            raise InvalidInput(
+                f"params.pocket_residues: {', '.join(missing[:5])} not in params.protein_pdb"
+            )
+    return residues
 
 
 def clean_params(raw: Any, *, spec: ModelSpec) -> dict[str, Any]:
@@ -305,37 +487,7 @@ def submission_clean(data: Any) -> CleanedSubmission:
     params = clean_params(data.get("params"), spec=spec)
 
     if spec.type == "docking":
-        raw_sequence = data.get("sequence")
-        ligand = params.get("ligand_smiles")
-        if ligand is None and raw_sequence is None:
-            raise InvalidInput(
-                "params.ligand_smiles (or sequence, holding the ligand's SMILES) is required"
-            )
-        ligand = clean_smiles(
-            ligand if ligand is not None else raw_sequence,
-            field_name="params.ligand_smiles" if ligand is not None else "sequence",
-        )
-        both_given = params.get("ligand_smiles") is not None and raw_sequence not in (None, "")
-        if both_given and (not isinstance(raw_sequence, str) or raw_sequence.strip() != ligand):
-            raise InvalidInput("sequence and params.ligand_smiles name different ligands")
-        if "protein_job_id" in params:
-            if "protein_pdb" in params:
-                raise InvalidInput("give params.protein_pdb or params.protein_job_id, not both")
-            params["protein_job_id"] = _clean_job_id(params["protein_job_id"])
-        elif "protein_pdb" in params:
-            params["protein_pdb"] = clean_protein_pdb(params["protein_pdb"], spec=spec)
-        else:
-            raise InvalidInput(
-                f"params.protein_pdb (or params.protein_job_id) is required for {spec.id}"
-            )
-        for box in ("center", "size"):
-            given = [axis for axis in "xyz" if f"{box}_{axis}" in params]
-            if given and len(given) < 3:
-                raise InvalidInput(
-                    f"params.{box}_x, {box}_y and {box}_z go together; give all three"
-                )
-        params["ligand_smiles"] = ligand
-        sequence = ligand
+        sequence = _docking_clean(data.get("sequence"), params=params, spec=spec)
     else:
         if "sequence" not in data:
             raise InvalidInput("sequence is required")
