@@ -43,6 +43,8 @@ def ligand_from_text(text: str, *, file_format: str, require_3d: bool = False) -
         molecule = Chem.MolFromMolBlock(text.split("$$$$")[0], removeHs=False)
     if molecule is None or molecule.GetNumAtoms() == 0:
         raise LigandFormatError(f"could not be read as {file_format.upper()} (RDKit rejected it)")
+    if any(atom.GetNumRadicalElectrons() for atom in molecule.GetAtoms()):
+        raise LigandFormatError("has radicals: are its hydrogens missing? (MOL2 needs them)")
     if len(Chem.GetMolFrags(molecule)) > 1:
         raise LigandFormatError("holds several disconnected molecules; give one ligand")
     three_d = molecule.GetNumConformers() > 0 and molecule.GetConformer().Is3D()
