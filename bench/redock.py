@@ -13,7 +13,7 @@ otherwise the default params (plus any `--param name=json`). For each complex it
   under the other function by the runner);
 - whether the top pose passes PoseBusters' "redock" checks (crystal ligand, receptor file);
 - a control outside Phonos: Vina run directly (meeko receptor of the protein chains, RDKit
-  ETKDG + MMFF ligand, the same box) at exhaustiveness 32.
+  ETKDG + MMFF ligand, the same box, exhaustiveness 8 and seed).
 
 Uses the database in $DATABASE_URL (default phonos_bench_redock) and Redis in $REDIS_URL.
 """
@@ -41,7 +41,7 @@ DATABASE_URL = os.environ.get(
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/7")
 COMPLEXES = ("1ia1", "1of6", "1s3v", "1uou")
 SEED = 1
-CONTROL_EXHAUSTIVENESS = 32
+CONTROL_EXHAUSTIVENESS = 8
 
 
 def dataset_dir() -> Path:
