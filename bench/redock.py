@@ -24,6 +24,8 @@ import argparse
 import io
 import json
 import os
+import random
+import socket
 import subprocess
 import sys
 import tempfile
@@ -59,9 +61,15 @@ def files(name: str) -> dict[str, Path]:
 
 
 def free_port() -> int:
-    from tests.conftest import free_port as pick
-
-    return pick()
+    """A free loopback port below 32768 (the ephemeral range above it collides under load)."""
+    for port in random.sample(range(20000, 32000), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below 32768")
 
 
 def start_services(var_dir: Path) -> tuple[str, list[subprocess.Popen]]:
@@ -99,6 +107,7 @@ def start_services(var_dir: Path) -> tuple[str, list[subprocess.Popen]]:
         [
             *(sys.executable, "-m", "celery", "-A", "phonos", "worker", "-Q", "vina"),
             *("--concurrency", "1", "--without-gossip", "--without-mingle", "-n", "redock@%h"),
+            *("--loglevel", "INFO"),
         ],
         cwd=ROOT,
         env=environment,
@@ -108,6 +117,8 @@ def start_services(var_dir: Path) -> tuple[str, list[subprocess.Popen]]:
     deadline = time.monotonic() + 120
     while "ready." not in worker_log.read_text():
         if time.monotonic() > deadline or worker.poll() is not None:
+            server.terminate()
+            worker.terminate()
             raise RuntimeError(worker_log.read_text())
         time.sleep(0.5)
     return f"http://127.0.0.1:{port}", [server, worker]
@@ -176,12 +187,31 @@ def read_poses(text: str) -> list:
     return [molecule for molecule in supplier]
 
 
-def rmsds(poses: list, crystal) -> list[float]:
+def skeleton(molecule):
+    """Heavy atoms and their connections only: protonation at pH 7.4 moves charges and bond
+    orders (an amidine, say), which must not stop the atom matching."""
     from rdkit import Chem
+
+    heavy = Chem.RWMol(Chem.RemoveHs(molecule, sanitize=False))
+    for atom in heavy.GetAtoms():
+        atom.SetFormalCharge(0)
+        atom.SetIsAromatic(False)
+        atom.SetNoImplicit(True)
+        atom.SetNumExplicitHs(0)
+    for bond in heavy.GetBonds():
+        bond.SetBondType(Chem.BondType.SINGLE)
+        bond.SetIsAromatic(False)
+    heavy.UpdatePropertyCache(strict=False)
+    Chem.FastFindRings(heavy)
+    return heavy.GetMol()
+
+
+def rmsds(poses: list, crystal) -> list[float]:
     from rdkit.Chem import rdMolAlign
 
-    # CalcRMS: symmetry-aware, in place (no alignment); hydrogens removed on both sides.
-    return [rdMolAlign.CalcRMS(Chem.RemoveHs(pose), crystal) for pose in poses]
+    # CalcRMS: symmetry-aware (every atom mapping of the skeleton), in place (no alignment).
+    reference = skeleton(crystal)
+    return [rdMolAlign.CalcRMS(skeleton(pose), reference) for pose in poses]
 
 
 def consensus_order(samples: list[dict[str, Any]], scoring: str) -> list[int]:
@@ -212,33 +242,36 @@ def posebusters_redock(pose, name: str) -> tuple[bool, list[str]]:
 
 
 def direct_vina(name: str) -> list[float]:
-    """The control: Vina without Phonos: the protein chains through meeko with its default
-    templates, the ligand from SMILES (RDKit ETKDG + MMFF, meeko), the same box."""
+    """The control: Vina without the API, the worker or Phonos's ligand preparation: the
+    protein chains (no hetero residues) through meeko with its default templates, cropped like
+    the runner crops (1OF6 would not prepare whole), the ligand from the crystal SMILES as RDKit
+    reads it (neutral, one ETKDG + MMFF conformer), the same box and seed."""
     import gemmi
     import vina
     from meeko import (
         MoleculePreparation,
         PDBQTMolecule,
         PDBQTWriterLegacy,
-        Polymer,
         RDKitMolCreate,
         ResidueChemTemplates,
     )
     from rdkit import Chem
     from rdkit.Chem import AllChem
 
+    from workers.runners.vina import _crop, _polymer
+
     paths = files(name)
     crystal = Chem.MolFromMolFile(str(paths["ligand"]))
     structure = gemmi.read_structure(str(paths["protein"]))
     structure.setup_entities()
     structure.remove_ligands_and_waters()
-    polymer = Polymer.from_pdb_string(
-        structure.make_pdb_string(gemmi.PdbWriteOptions(minimal=True)),
-        ResidueChemTemplates.create_from_defaults(),
-        MoleculePreparation(),
-        allow_bad_res=True,
+    positions = crystal.GetConformer().GetPositions()
+    low, high = positions.min(axis=0), positions.max(axis=0)
+    center, size = (low + high) / 2, high - low + 10.0
+    cropped, _crop_report = _crop(structure, center=tuple(center), size=tuple(size))
+    _polymer_object, rigid = _polymer(
+        cropped, templates=ResidueChemTemplates.create_from_defaults(), dropped=[]
     )
-    rigid, _ = PDBQTWriterLegacy.write_from_polymer(polymer)
     ligand = Chem.AddHs(Chem.MolFromSmiles(Chem.MolToSmiles(crystal)))
     embed = AllChem.ETKDGv3()
     embed.randomSeed = SEED
@@ -247,8 +280,6 @@ def direct_vina(name: str) -> list[float]:
     ligand_pdbqt, _ok, _error = PDBQTWriterLegacy.write_string(
         MoleculePreparation().prepare(ligand)[0]
     )
-    positions = crystal.GetConformer().GetPositions()
-    low, high = positions.min(axis=0), positions.max(axis=0)
     with tempfile.NamedTemporaryFile("w", suffix=".pdbqt") as receptor:
         receptor.write(rigid)
         receptor.flush()

@@ -307,7 +307,9 @@ def test_without_keep_hetero_the_cofactor_is_dropped_and_said_why(tmp_path):
     )
     receptor = result.summary["receptor"]
     assert receptor["kept_hetero"] == []
-    # gemmi removes ligands before meeko: what is left of 1IA1 is its protein.
+    assert {"residue": "B:195 NDP", "reason": "hetero residue (keep_hetero is false)"} in (
+        receptor["dropped"]
+    )
     assert receptor["crop"]["residues_before"] == 384
     assert 0 < receptor["crop"]["residues_kept"] < 384
     residues = gemmi.read_pdb_string(protein)[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import tempfile
 import threading
 import time
@@ -67,6 +68,8 @@ RING_RMSD = 0.3
 # Poses from different starting conformers closer than this (heavy atoms) are one pose.
 DUPLICATE_POSE_RMSD = 1.0
 _AXES = ("x", "y", "z")
+MAX_UNBUILDABLE_RESIDUES = 20
+_UNBUILDABLE = re.compile(r"unable to build rdkit mol for residue (\S+) corresponding to key (\S+)")
 _SPEC = MODELS["vina"]
 _PARAMS: dict[str, Param] = {param.name: param for param in _SPEC.params}
 MAX_SEED = int(_PARAMS["seed"].maximum or 0)
@@ -114,7 +117,8 @@ class VinaRunner:
 
     def run(self, *, inputs: JobInputs, workdir: Path, progress: ProgressCallback) -> RunResult:
         params = _read_params(inputs.params)
-        protein = read_protein(inputs.params, keep_hetero=params.keep_hetero)
+        # Hetero residues reach the receptor preparation, which keeps or drops each, saying why.
+        protein = read_protein(inputs.params, keep_hetero=True)
         ligand = read_ligand(inputs_sequence=inputs.sequence, params=inputs.params)
         stem = file_stem(inputs.name)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -462,15 +466,7 @@ def _prepare_receptor(protein: gemmi.Structure, *, keep_hetero: bool) -> Recepto
             )
             del chain[index]
     structure.remove_empty_chains()
-    try:
-        # allow_bad_res: residues that match no template (missing heavy atoms, say) are left
-        # out of the receptor instead of failing the job; they are listed below.
-        polymer = Polymer.from_pdb_string(
-            protein_pdb_text(structure), templates, MoleculePreparation(), allow_bad_res=True
-        )
-        rigid, _flexible = PDBQTWriterLegacy.write_from_polymer(polymer)
-    except (RuntimeError, ValueError, KeyError) as error:
-        raise RunnerError(f"meeko could not prepare the protein as a receptor: {error}") from None
+    polymer, rigid = _polymer(structure, templates=templates, dropped=receptor.dropped)
     for residue_id, monomer in polymer.get_ignored_monomers().items():
         receptor.dropped.append(
             {
@@ -487,6 +483,44 @@ def _prepare_receptor(protein: gemmi.Structure, *, keep_hetero: bool) -> Recepto
     ]
     receptor.pdbqt = rigid
     return receptor
+
+
+def _polymer(
+    structure: gemmi.Structure, *, templates: ResidueChemTemplates, dropped: list[dict[str, str]]
+) -> tuple[Polymer, str]:
+    """meeko's receptor; a residue meeko cannot even build a molecule from (distorted
+    geometry: it perceives bonds from distances) is removed and listed, and meeko tries again."""
+    for _attempt in range(MAX_UNBUILDABLE_RESIDUES + 1):
+        try:
+            # allow_bad_res: residues that match no template (missing heavy atoms, say) are left
+            # out of the receptor instead of failing the job; they are listed by the caller.
+            polymer = Polymer.from_pdb_string(
+                protein_pdb_text(structure), templates, MoleculePreparation(), allow_bad_res=True
+            )
+            rigid, _flexible = PDBQTWriterLegacy.write_from_polymer(polymer)
+            return polymer, rigid
+        except (RuntimeError, ValueError, KeyError) as error:
+            unbuildable = _UNBUILDABLE.search(str(error))
+            if unbuildable is None:
+                raise RunnerError(
+                    f"meeko could not prepare the protein as a receptor: {error}"
+                ) from None
+            name, key = unbuildable.group(1), unbuildable.group(2)
+            chain_name, number = key.split(":", 1)
+            chain = structure[0][chain_name]
+            for index in reversed(range(len(chain))):
+                residue = chain[index]
+                if f"{residue.seqid.num}{residue.seqid.icode.strip()}" == number:
+                    del chain[index]
+            dropped.append(
+                {
+                    "residue": f"{key} {name}",
+                    "reason": "meeko cannot build it from its coordinates (distorted geometry)",
+                }
+            )
+    raise RunnerError(
+        f"meeko could not build more than {MAX_UNBUILDABLE_RESIDUES} residues of the receptor"
+    )
 
 
 def _hetero_template(name: str) -> dict[str, Any] | None:
