@@ -123,6 +123,7 @@ LIGAND_PARAMS = (
     ),
 )
 VINA_SCORING = ("vina", "vinardo")
+VINA_RANKING = ("consensus", "score")
 MODELS: dict[str, ModelSpec] = {
     spec.id: spec
     for spec in (
@@ -229,6 +230,13 @@ MODELS: dict[str, ModelSpec] = {
                     for axis in "xyz"
                 ),
                 Param("scoring", str, "vina", choices=VINA_SCORING, description="Scoring function"),
+                Param(
+                    "ranking",
+                    str,
+                    "consensus",
+                    choices=VINA_RANKING,
+                    description="Pose order: mean rank under vina and vinardo, or the score alone",
+                ),
                 Param("exhaustiveness", int, 8, 1, 32, description="Search effort"),
                 Param("num_poses", int, 9, 1, 20, description="Ranked poses returned"),
                 Param("seed", int, None, 0, 2**31 - 1, description="Random seed"),

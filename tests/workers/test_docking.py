@@ -20,7 +20,7 @@ from workers.runners.vina import VinaRunner
 
 PROTEIN_PDB = (Path(__file__).parents[1] / "data" / "helix_hairpin.pdb").read_text()
 LIGAND = "Oc1ccc2ccccc2c1"  # 2-naphthol
-FAST_VINA = {"exhaustiveness": 2, "num_poses": 3, "seed": 11}
+FAST_VINA = {"exhaustiveness": 2, "num_poses": 3, "seed": 11, "ranking": "score"}
 
 
 def wait_for_status(client, job_id: str, statuses: set[str], timeout: float = 180) -> dict:
@@ -229,7 +229,7 @@ def test_a_missing_diffdock_installation_names_the_settings(tmp_path):
 
 POSEBUSTERS = Path(posebusters.__file__).parent / "datasets" / "pdb"
 ETHANOL_MOL2 = (Path(__file__).parents[1] / "data" / "ethanol.mol2").read_text()
-QUICK = {"exhaustiveness": 1, "num_poses": 2, "seed": 3}
+QUICK = {"exhaustiveness": 1, "num_poses": 3, "seed": 3}
 
 
 def complex_files(name: str) -> tuple[str, str]:
@@ -415,7 +415,14 @@ def test_vinardo_scores_and_rescores_under_vina(tmp_path):
         tmp_path, {"protein_pdb": PROTEIN_PDB, "ligand_smiles": LIGAND, "scoring": "vinardo"}
     )
     assert result.summary["scoring"] == "vinardo"
-    assert all("vina_score" in sample for sample in result.summary["samples"])
+    samples = result.summary["samples"]
+    assert all("vina_score" in sample for sample in samples)
+    # The default ranking: mean rank under both functions, ties by the docking function.
+    assert result.summary["ranking"] == "consensus"
+    by_score = sorted(range(len(samples)), key=lambda i: samples[i]["affinity_kcal_mol"])
+    by_vina = sorted(range(len(samples)), key=lambda i: samples[i]["vina_score"])
+    mean = [(by_score.index(i) + by_vina.index(i)) / 2 for i in range(len(samples))]
+    assert mean == sorted(mean)
 
 
 @pytest.mark.slow

@@ -86,6 +86,7 @@ class VinaParams:
     num_poses: int
     seed: int
     scoring: str
+    ranking: str
     ph: float
     keep_hetero: bool
     pocket_ligand_sdf: str | None
@@ -174,6 +175,10 @@ class VinaRunner:
                 cpus=self.cpus,
                 seed=params.seed,
             )
+            if params.ranking == "consensus":
+                order = _consensus_order([score for score, _pose, _model in ranked], rescored)
+                ranked = [ranked[index] for index in order]
+                rescored = [rescored[index] for index in order]
             progress("inference", 1.0)
             docking_s = time.perf_counter() - docking_started
 
@@ -191,8 +196,9 @@ class VinaRunner:
         ]
         warnings = ligand.warnings + ligand_notes["warnings"]
         summary: dict[str, Any] = {
-            "best_affinity_kcal_mol": scores[0],
+            "best_affinity_kcal_mol": min(scores),
             "scoring": params.scoring,
+            "ranking": params.ranking,
             "num_poses": len(scores),
             "samples": samples,
             "best_sample": 0,
@@ -265,6 +271,7 @@ class VinaRunner:
                     "num_poses": params.num_poses,
                     "seed": params.seed,
                     "scoring": params.scoring,
+                    "ranking": params.ranking,
                     "box": box,
                 },
                 "versions": {
@@ -309,6 +316,7 @@ def _read_params(params: dict[str, Any]) -> VinaParams:
         num_poses=_param(params, "num_poses"),
         seed=seed,
         scoring=_param(params, "scoring"),
+        ranking=_param(params, "ranking"),
         ph=_param(params, "ph"),
         keep_hetero=_param(params, "keep_hetero"),
         pocket_ligand_sdf=_param(params, "pocket_ligand_sdf"),
@@ -727,6 +735,15 @@ def _rescore(
         scorer.set_ligand_from_string(model)
         scores.append(float(scorer.score()[0]))
     return scores
+
+
+def _consensus_order(scores: list[float], rescored: list[float]) -> list[int]:
+    """Pose indices by mean rank under the docking function and the other one (ties: the
+    docking function's order). Measured on the PoseBusters examples (docs/benchmarks.md)."""
+    by_score = sorted(range(len(scores)), key=lambda index: scores[index])
+    by_rescore = sorted(range(len(rescored)), key=lambda index: rescored[index])
+    mean_rank = {index: (by_score.index(index) + by_rescore.index(index)) / 2 for index in by_score}
+    return sorted(by_score, key=lambda index: (mean_rank[index], by_score.index(index)))
 
 
 def _write_poses(
