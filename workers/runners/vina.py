@@ -69,6 +69,16 @@ RING_RMSD = 0.3
 DUPLICATE_POSE_RMSD = 1.0
 _AXES = ("x", "y", "z")
 MAX_UNBUILDABLE_RESIDUES = 20
+MAX_VARIANTS = 64
+# Ionized groups whose state at physiological pH nobody disputes: carboxylates and protonated
+# aliphatic amines (not amides, anilines, sulfonamides, amidines or aminals).
+_TRUSTED_IONS = tuple(
+    Chem.MolFromSmarts(smarts)
+    for smarts in (
+        "[O-][CX3]=O",
+        "[NX4+;H1,H2,H3;!$(N[!#6;!#1]);!$(N[a]);!$(N[CX3]);!$(N[CX4][NX3,NX4+,OX2])]",
+    )
+)
 _UNBUILDABLE = re.compile(r"unable to build rdkit mol for residue (\S+) corresponding to key (\S+)")
 _SPEC = MODELS["vina"]
 _PARAMS: dict[str, Param] = {param.name: param for param in _SPEC.params}
@@ -597,15 +607,17 @@ def _prepare_ligand(ligand: Ligand, *, ph: float, seed: int) -> tuple[list[str],
     if ligand.source == "smiles" or not has_hydrogens:
         smiles = Chem.MolToSmiles(Chem.RemoveHs(molecule))
         try:
-            variants = protonate_smiles(smiles, ph_min=ph, ph_max=ph, max_variants=1)
+            variants = protonate_smiles(smiles, ph_min=ph, ph_max=ph, max_variants=MAX_VARIANTS)
         except Exception:  # dimorphite-dl fails on odd chemistry; dock as given
             variants = []
-        protonated = Chem.MolFromSmiles(variants[0]) if variants else None
+        protonated = _plausible_protonation(molecule, variants)
         if protonated is None:
-            notes["warnings"].append(f"could not protonate the ligand at pH {ph}: docked as given")
+            notes["warnings"].append(
+                f"no protonation state at pH {ph} was trusted: the ligand was docked as given"
+            )
         else:
             molecule = protonated
-            notes["protonated_smiles"] = variants[0]
+            notes["protonated_smiles"] = Chem.MolToSmiles(protonated)
     else:
         notes["warnings"].append("the ligand file has hydrogens: its protonation was kept")
     with_hydrogens = Chem.AddHs(molecule, addCoords=True)
@@ -622,6 +634,30 @@ def _prepare_ligand(ligand: Ligand, *, ph: float, seed: int) -> tuple[list[str],
             raise RunnerError(f"meeko could not write the ligand: {error_message.strip()}")
         pdbqts.append(pdbqt)
     return pdbqts, notes
+
+
+def _plausible_protonation(molecule: Chem.Mol, variants: list[str]) -> Chem.Mol | None:
+    """Of dimorphite-dl's states at the pH, the one with the most charges that are all on
+    carboxylic acids and aliphatic amines (or the input's own); None when none qualifies.
+    dimorphite-dl alone also ionizes phenols, uracil NHs and aminals at pH 7.4, which made the
+    re-docking bench worse (docs/benchmarks.md)."""
+    given = sum(1 for atom in molecule.GetAtoms() if atom.GetFormalCharge())
+    best: tuple[int, Chem.Mol] | None = None
+    for variant in variants:
+        candidate = Chem.MolFromSmiles(variant)
+        if candidate is None:
+            continue
+        trusted = {
+            match[0]
+            for pattern in _TRUSTED_IONS
+            for match in candidate.GetSubstructMatches(pattern)
+        }
+        charged = [atom.GetIdx() for atom in candidate.GetAtoms() if atom.GetFormalCharge()]
+        if len(charged) - len(set(charged) & trusted) > given:
+            continue
+        if best is None or len(charged) > best[0]:
+            best = (len(charged), candidate)
+    return best[1] if best else None
 
 
 def _start_conformers(molecule: Chem.Mol, *, seed: int) -> list[int]:
