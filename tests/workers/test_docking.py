@@ -343,9 +343,10 @@ def test_1of6_is_cropped_to_its_pocket_and_docks_through_the_api(alice, start_wo
         },
     )
     assert submitted.status_code == 200, submitted.text
-    job = wait_for_status(alice, submitted.json()["job_id"], {"completed", "failed"})
+    job_id = submitted.json()["job_id"]
+    job = wait_for_status(alice, job_id, {"completed", "failed"})
     assert job["status"] == "completed", job["error"]
-    summary = alice.get(f"/v1/jobs/{job['id']}/results").json()["summary"]
+    summary = alice.get(f"/v1/jobs/{job_id}/results").json()["summary"]
     crop = summary["receptor"]["crop"]
     assert crop["residues_before"] == 2770
     assert crop["residues_kept"] < 400
