@@ -71,6 +71,9 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Not a column: set on the instances apps.accounts.key_cache builds, to the credentials
+    # version they were read at (an annotation alone adds nothing to the model).
+    cached_version: int | None
 
     class Meta:
         indexes = [models.Index(fields=["account", "created_at"])]

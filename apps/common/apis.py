@@ -27,6 +27,14 @@ class RateLimitedCredential(Protocol):
     rate_limit_per_minute: int
 
 
+@runtime_checkable
+class RevalidatingAuthenticator(Protocol):
+    """An authenticator that may have answered from a cache (accounts' ApiKeyAuthentication)
+    and checks it against the credentials version the rate limit read."""
+
+    def revalidate(self, request: Request, credentials_version: int | None) -> None: ...
+
+
 class ErrorSerializer(serializers.Serializer[Any]):
     error = serializers.CharField(help_text="A short title, such as `Bad Request`")
     message = serializers.CharField(help_text="What went wrong, naming the offending field")
@@ -99,6 +107,11 @@ class PhonosApiView(APIView):
         decision = rate_limit_hit(key_id=api_key.id, limit=api_key.rate_limit_per_minute)
         # Our own attribute on DRF's request, read back by finalize_response.
         setattr(request, "rate_limit", decision)  # noqa: B010
+        # A cached key lookup is checked against the credentials version that came back with
+        # the rate limit (apps.accounts.key_cache): a revoked key answers 401 here.
+        authenticator = request.successful_authenticator
+        if isinstance(authenticator, RevalidatingAuthenticator):
+            authenticator.revalidate(request, decision.credentials_version)
         if not decision.allowed:
             raise TooManyRequests(
                 f"You have exceeded the rate limit of {decision.limit} requests per minute",
