@@ -64,6 +64,17 @@ class PredictInputSerializer(serializers.Serializer):
     )
     name = serializers.CharField(required=False, max_length=200)
     params = serializers.DictField(required=False, help_text="Model-specific parameters")
+    webhook_url = serializers.CharField(
+        required=False,
+        max_length=2048,
+        help_text="This job's own webhook, signed with the account's webhook secret "
+        "(docs/webhooks.md); a URL the SSRF guard refuses answers 400",
+    )
+    webhook_events = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Events for webhook_url; by default job.completed, job.failed, job.cancelled",
+    )
 
 
 # Said in words rather than as an enum: a second `status` enum (webhook deliveries have one)
@@ -97,6 +108,10 @@ class JobSerializer(serializers.Serializer):
     # The request echoed, as checked and stored, so a client can reproduce the run.
     sequence = serializers.CharField(help_text="The protein sequence, or the ligand's SMILES")
     params = serializers.DictField(help_text="The model parameters the job runs with")
+    webhook_url = serializers.CharField(
+        allow_null=True, help_text="The job's own webhook; its deliveries: webhook-deliveries"
+    )
+    webhook_events = serializers.ListField(child=serializers.CharField())
 
     def to_representation(self, job: Job) -> dict:
         data = super().to_representation(job)
@@ -110,6 +125,7 @@ class JobSerializer(serializers.Serializer):
             data.pop("download_url", None)
         if not job.error:
             data.pop("error", None)
+        data["webhook_url"] = job.webhook_url or None
         return data
 
 
@@ -245,6 +261,10 @@ class PipelineApi(PhonosApiView):
             help_text="A docking request without params.protein_pdb or params.protein_job_id: "
             "its receptor is the fold's structure"
         )
+        webhook_url = serializers.CharField(
+            required=False, max_length=2048, help_text="A webhook for both jobs"
+        )
+        webhook_events = serializers.ListField(child=serializers.CharField(), required=False)
 
     @extend_schema_serializer(component_name="PipelineSubmitted")
     class OutputSerializer(serializers.Serializer):
