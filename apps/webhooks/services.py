@@ -143,14 +143,15 @@ def request_webhook_clean(*, url: object, events: object) -> RequestWebhook | No
         return None
     if not isinstance(url, str):
         raise InvalidInput("webhook_url must be a string")
+    cleaned_events = _events_clean(
+        events, default=REQUEST_WEBHOOK_DEFAULT_EVENTS, field_name="webhook_events"
+    )
     url = url.strip()
+    # Last: resolving the host is the slow check.
     try:
         destination_vet(url=url)
     except OutboundError as error:
         raise InvalidInput(f"webhook_url: {error}") from None
-    cleaned_events = _events_clean(
-        events, default=REQUEST_WEBHOOK_DEFAULT_EVENTS, field_name="webhook_events"
-    )
     return RequestWebhook(url=url, events=tuple(cleaned_events))
 
 
