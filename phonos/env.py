@@ -6,7 +6,7 @@ deployment fails at start-up instead of at the first request.
 
 import math
 import os
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlparse
 
 
 class ImproperlyConfiguredEnv(Exception):
@@ -27,6 +27,25 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise ImproperlyConfiguredEnv(f"{name} must be an integer, got {raw!r}") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfiguredEnv(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def env_float(
+    name: str, default: float, *, minimum: float | None = None, maximum: float | None = None
+) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+        if not math.isfinite(value):
+            raise ValueError(raw)
+    except ValueError:
+        raise ImproperlyConfiguredEnv(f"{name} must be a number, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfiguredEnv(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfiguredEnv(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -71,12 +90,20 @@ def env_float_list(name: str, default: list[float], *, minimum: float | None = N
 
 
 def database_from_url(url: str) -> dict:
-    """Turn `postgres://user:pass@host:port/name` or `sqlite:///path` into a DATABASES entry."""
+    """Turn `postgres://user:pass@host:port/name?option=value` or `sqlite:///path` into a
+    DATABASES entry. Query options (`sslmode=require`, `connect_timeout=5`, ...) become libpq
+    connection options, as dj-database-url passes them."""
     parsed = urlparse(url)
     if parsed.scheme in {"postgres", "postgresql"}:
         name = parsed.path.lstrip("/")
         if not name:
             raise ImproperlyConfiguredEnv("DATABASE_URL must name a database")
+        try:
+            options = dict(parse_qsl(parsed.query, keep_blank_values=False, strict_parsing=True))
+        except ValueError:
+            raise ImproperlyConfiguredEnv(
+                f"DATABASE_URL has a malformed query string: {parsed.query!r}"
+            ) from None
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(name),
@@ -86,6 +113,7 @@ def database_from_url(url: str) -> dict:
             "PORT": str(parsed.port or ""),
             "CONN_MAX_AGE": 60,
             "CONN_HEALTH_CHECKS": True,
+            **({"OPTIONS": options} if options else {}),
         }
     if parsed.scheme == "sqlite":
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": parsed.path}

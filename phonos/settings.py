@@ -11,10 +11,12 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+from apps.jobs.registry import MODELS as MODEL_REGISTRY
 from phonos.env import (
     ImproperlyConfiguredEnv,
     database_from_url,
     env_bool,
+    env_float,
     env_float_list,
     env_int,
     env_list,
@@ -180,11 +182,11 @@ PHONOS_DEFAULT_RATE_LIMIT = env_int("PHONOS_DEFAULT_RATE_LIMIT", 60, minimum=1)
 PHONOS_MAX_ACTIVE_JOBS_PER_ACCOUNT = env_int("PHONOS_MAX_ACTIVE_JOBS_PER_ACCOUNT", 50, minimum=1)
 PHONOS_QUEUE_CAPACITY = env_int("PHONOS_QUEUE_CAPACITY", 10_000, minimum=1)
 PHONOS_MAX_BATCH_JOBS = 10
+# Each model's limits are declared in its registry entry; PHONOS_MAX_LENGTH_<ID> and
+# PHONOS_TIME_LIMIT_<ID> override them (docs/settings.md).
 PHONOS_MAX_LENGTH = {
-    "esmfold": env_int("PHONOS_MAX_LENGTH_ESMFOLD", 1024, minimum=1),
-    "alphafold2": env_int("PHONOS_MAX_LENGTH_ALPHAFOLD2", 1500, minimum=1),
-    "diffdock": env_int("PHONOS_MAX_LENGTH_DIFFDOCK", 2000, minimum=1),
-    "vina": env_int("PHONOS_MAX_LENGTH_VINA", 2000, minimum=1),
+    spec.id: env_int(spec.max_length_setting, spec.default_max_length, minimum=1)
+    for spec in MODEL_REGISTRY.values()
 }
 PHONOS_IDEMPOTENCY_TTL_HOURS = 24
 # Where GET /v1/structure/fetch/{pdb_id} downloads entries from, and how long it waits.
@@ -229,12 +231,18 @@ PHONOS_COLABFOLD_DATA_DIR = env_str("PHONOS_COLABFOLD_DATA_DIR")
 PHONOS_MSA_SERVER_URL = env_str("PHONOS_MSA_SERVER_URL", "https://api.colabfold.com")
 PHONOS_MSA_CACHE_DIR = env_str("PHONOS_MSA_CACHE_DIR", str(VAR_DIR / "msa-cache"))
 PHONOS_TIME_LIMITS = {
-    "esmfold": env_int("PHONOS_TIME_LIMIT_ESMFOLD", 30 * 60, minimum=10),
-    "alphafold2": env_int("PHONOS_TIME_LIMIT_ALPHAFOLD2", 4 * 3600, minimum=10),
-    "diffdock": env_int("PHONOS_TIME_LIMIT_DIFFDOCK", 60 * 60, minimum=10),
-    "vina": env_int("PHONOS_TIME_LIMIT_VINA", 30 * 60, minimum=10),
+    spec.id: env_int(spec.time_limit_setting, spec.default_time_limit, minimum=10)
+    for spec in MODEL_REGISTRY.values()
 }
 PHONOS_JOB_MAX_ATTEMPTS = env_int("PHONOS_JOB_MAX_ATTEMPTS", 3, minimum=1)
+# Result reuse (docs/api.md, "Identical requests"): what a job served from an identical earlier
+# result (or an identical run in flight) costs, and whether accounts may share results. Off by
+# default: how fast an answer comes would tell one tenant what another has folded.
+PHONOS_CACHE_HIT_CREDITS = env_int("PHONOS_CACHE_HIT_CREDITS", 0, minimum=0)
+PHONOS_SHARED_RESULT_CACHE = env_bool("PHONOS_SHARED_RESULT_CACHE", False)
+# `Prefer: wait=N` on POST /v1/predict: at most this many requests per API process hold their
+# thread waiting for their job; more answer at once, as without the header.
+PHONOS_PREFER_WAIT_MAX_REQUESTS = env_int("PHONOS_PREFER_WAIT_MAX_REQUESTS", 4, minimum=0)
 PHONOS_HEARTBEAT_SECONDS = env_int("PHONOS_HEARTBEAT_SECONDS", 10, minimum=1)
 # A running job whose heartbeat is older than this is taken to have lost its worker.
 PHONOS_STALE_AFTER_SECONDS = env_int("PHONOS_STALE_AFTER_SECONDS", 60, minimum=2)
@@ -264,6 +272,16 @@ PHONOS_MSA_READ_TIMEOUT_SECONDS = env_int("PHONOS_MSA_READ_TIMEOUT_SECONDS", 60,
 PHONOS_MSA_DEADLINE_SECONDS = env_int("PHONOS_MSA_DEADLINE_SECONDS", 1800, minimum=1)
 # The build shown by GET /v1/system/status; empty: `git rev-parse HEAD` at start, or "unknown".
 PHONOS_BUILD_SHA = env_str("PHONOS_BUILD_SHA")
+# ESMFold micro-batching (docs/workers.md): jobs running at once in one worker process share
+# forward passes of at most BATCH_MAX jobs and BATCH_TOKENS padded residues, in which at most
+# BATCH_MAX_PADDING of the residues are padding; the first job waits up to BATCH_WAIT_MS for
+# company. BATCH_MAX 1 turns it off.
+PHONOS_ESMFOLD_BATCH_MAX = env_int("PHONOS_ESMFOLD_BATCH_MAX", 8, minimum=1)
+PHONOS_ESMFOLD_BATCH_TOKENS = env_int("PHONOS_ESMFOLD_BATCH_TOKENS", 4096, minimum=1)
+PHONOS_ESMFOLD_BATCH_WAIT_MS = env_int("PHONOS_ESMFOLD_BATCH_WAIT_MS", 50, minimum=0)
+PHONOS_ESMFOLD_BATCH_MAX_PADDING = env_float(
+    "PHONOS_ESMFOLD_BATCH_MAX_PADDING", 0.3, minimum=0.0, maximum=1.0
+)
 CELERY_BEAT_SCHEDULE = {
     "jobs-sweep": {
         "task": "workers.tasks.sweep_jobs",

@@ -9,6 +9,7 @@ from apps.common.apis import HealthApi
 from apps.common.openapi import CachedOpenApiView
 from apps.jobs.apis import (
     BatchApi,
+    CacheCheckApi,
     JobCancelApi,
     JobDetailApi,
     JobDownloadApi,
@@ -40,6 +41,7 @@ v1 = [
     path("models", ModelsApi.as_view(), name="models"),
     path("predict", PredictApi.as_view(), name="predict"),
     path("validate", ValidateApi.as_view(), name="validate"),
+    path("cache/check", CacheCheckApi.as_view(), name="cache-check"),
     path("batch", BatchApi.as_view(), name="batch"),
     path("pipelines", PipelineApi.as_view(), name="pipelines"),
     path("structure/parse", StructureParseApi.as_view(), name="structure-parse"),

@@ -177,7 +177,11 @@ def start_worker(tmp_path: Path, transactional_db) -> Iterator[Callable[..., Wor
     started: list[WorkerProcess] = []
 
     def start(
-        queues: str = "light", concurrency: int = 1, beat: bool = False, **env: str
+        queues: str = "light",
+        concurrency: int = 1,
+        beat: bool = False,
+        pool: str = "prefork",
+        **env: str,
     ) -> WorkerProcess:
         """`beat=True` also runs the periodic scheduler (the job sweeper) in the worker."""
         log_path = tmp_path / f"worker-{len(started)}.log"
@@ -192,6 +196,8 @@ def start_worker(tmp_path: Path, transactional_db) -> Iterator[Callable[..., Wor
             queues,
             "--concurrency",
             str(concurrency),
+            "--pool",
+            pool,
             "--loglevel",
             "INFO",
             "--without-gossip",

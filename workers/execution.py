@@ -15,8 +15,8 @@ from django.conf import settings
 
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.common.request_context import log_context_bind, log_context_reset
-from apps.jobs.catalog import MODELS
 from apps.jobs.models import Job
+from apps.jobs.registry import MODELS
 from apps.jobs.selectors import job_output_prefix, job_output_read, protein_job_get
 from apps.jobs.services import (
     job_complete,
@@ -26,6 +26,7 @@ from apps.jobs.services import (
     job_start,
 )
 from apps.jobs.storage import get_storage
+from workers.batching import model_run
 from workers.presence import model_state_set
 from workers.runners import MODEL_IDS, JobInputs, Runner, RunnerError, get_runner
 from workers.runners.scrub import server_paths_scrub
@@ -43,28 +44,8 @@ class JobNoLongerRunning(Exception):
 
 
 def runner_options(model_id: str) -> dict:
-    if model_id == "esmfold":
-        return {
-            "weights": settings.PHONOS_ESMFOLD_WEIGHTS,
-            "device": settings.PHONOS_DEVICE or None,
-            "local_files_only": not settings.PHONOS_MODEL_DOWNLOADS,
-        }
-    if model_id == "alphafold2":
-        return {
-            "data_dir": settings.PHONOS_COLABFOLD_DATA_DIR,
-            "msa_server_url": settings.PHONOS_MSA_SERVER_URL,
-            "msa_cache_dir": settings.PHONOS_MSA_CACHE_DIR,
-            "msa_deadline_s": settings.PHONOS_MSA_DEADLINE_SECONDS,
-            "msa_connect_timeout_s": settings.PHONOS_MSA_CONNECT_TIMEOUT_SECONDS,
-            "msa_read_timeout_s": settings.PHONOS_MSA_READ_TIMEOUT_SECONDS,
-        }
-    if model_id == "diffdock":
-        return {
-            "diffdock_dir": settings.PHONOS_DIFFDOCK_DIR,
-            "python": settings.PHONOS_DIFFDOCK_PYTHON,
-            "device": settings.PHONOS_DEVICE or None,
-        }
-    return {}
+    """The runner's constructor options, as its registry entry reads them from settings."""
+    return MODELS[model_id].runner_options(settings)
 
 
 def job_runner_params(*, job: Job) -> dict:
@@ -174,7 +155,9 @@ def job_execute(*, job_id: str) -> str:
             # A model this worker could not load fails its job now, refunded, instead of
             # first spending minutes on an MSA search or waiting on a missing checkout.
             runner = model_load(job.model)
-            result = runner.run(
+            result = model_run(
+                runner,
+                job_id=job.id,
                 inputs=JobInputs(
                     sequence=job.sequence,
                     name=job.name or str(job.id),

@@ -8,8 +8,15 @@ import logging
 import threading
 
 from celery import shared_task
-from celery.signals import celeryd_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    celeryd_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
+# Imported with the tasks so that it counts this process's job tasks from the first one.
+import workers.batching  # noqa: F401
 from apps.jobs.services import job_sweep
 
 logger = logging.getLogger(__name__)
@@ -38,6 +45,15 @@ def preload_models(**_) -> None:
     presence_start(queues=queues, models=models)
     if models:
         threading.Thread(target=_load_models, args=(models,), daemon=True).start()
+
+
+@worker_ready.connect
+def preload_models_in_this_process(sender: object, **_) -> None:
+    """The threads and solo pools (ESMFold micro-batching runs on threads) run tasks in the
+    worker's own process, where `worker_process_init` never fires."""
+    pool = getattr(sender, "pool", None)
+    if pool is not None and "prefork" not in type(pool).__module__:
+        preload_models()
 
 
 @worker_process_shutdown.connect

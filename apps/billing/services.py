@@ -151,19 +151,23 @@ def credits_debit_for_job(
 
 
 def credits_refund_for_job(
-    *, account_id: int, job_id: uuid.UUID, reason: str
+    *, account_id: int, job_id: uuid.UUID, reason: str, amount: int | None = None
 ) -> LedgerEntry | None:
-    """Refund a job's charge exactly once; a second call finds the refund and does nothing."""
+    """Refund a job's charge exactly once; a second call finds the refund and does nothing.
+    `amount` refunds part of it (a job served from another's run keeps the reuse price)."""
     debit = LedgerEntry.objects.filter(
         account_id=account_id, job_id=job_id, kind=LedgerEntry.Kind.JOB_DEBIT
     ).first()
     if debit is None:
         return None
+    refund = -debit.amount if amount is None else min(amount, -debit.amount)
+    if refund <= 0:
+        return None
     try:
         with transaction.atomic():
             return _apply(
                 account_id=account_id,
-                amount=-debit.amount,
+                amount=refund,
                 kind=LedgerEntry.Kind.REFUND,
                 job_id=job_id,
                 description=reason[:255],

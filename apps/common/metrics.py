@@ -178,5 +178,3 @@ def credits_debited_observe(*, model: str, amount: int) -> None:
 def webhook_delivery_observe(*, succeeded: bool) -> None:
     outcome = "succeeded" if succeeded else "failed"
     _record([(_field("phonos_webhook_deliveries_total", {"outcome": outcome}), 1)])
-
-

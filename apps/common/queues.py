@@ -9,7 +9,7 @@ PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 
 
 
 class Queue(StrEnum):
-    """Celery queues that are not a model's own (models name theirs in apps.jobs.catalog)."""
+    """Celery queues that are not a model's own (models name theirs in apps.jobs.registry)."""
 
     # Short, I/O-bound work on CPU nodes: webhook deliveries, sweepers.
     LIGHT = "light"

@@ -8,7 +8,7 @@ from django.contrib.auth.forms import UserCreationForm
 from django.http import HttpRequest
 
 from apps.accounts.models import Account, User
-from apps.jobs.catalog import MODELS, Param
+from apps.jobs.registry import MODELS, Param
 from apps.webhooks.models import Webhook
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024

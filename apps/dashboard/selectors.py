@@ -2,6 +2,7 @@
 
 from apps.accounts.models import Account, ApiKey
 from apps.jobs.models import Job
+from apps.jobs.registry import FOLD_MODEL_TYPE, MODELS
 
 
 def api_key_list(*, account: Account) -> list[ApiKey]:
@@ -15,6 +16,6 @@ def fold_jobs_for_docking(*, account: Account, limit: int = 50) -> list[Job]:
             account=account,
             deleted_at__isnull=True,
             status=Job.Status.COMPLETED,
-            model__in=("esmfold", "alphafold2"),
+            model__in=[spec.id for spec in MODELS.values() if spec.type == FOLD_MODEL_TYPE],
         ).order_by("-created_at")[:limit]
     )

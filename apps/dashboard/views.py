@@ -26,8 +26,9 @@ from apps.common.exceptions import ApplicationError, NotFound
 from apps.dashboard.forms import ApiKeyForm, SignupForm, SubmitForm, WebhookForm
 from apps.dashboard.selectors import api_key_list, fold_jobs_for_docking
 from apps.dashboard.services import email_verification_send, signup_throttle_hit, user_signup
-from apps.jobs.catalog import MODELS, submission_clean
+from apps.jobs.catalog import submission_clean
 from apps.jobs.models import Job
+from apps.jobs.registry import MODELS
 from apps.jobs.selectors import job_counts, job_get, job_list
 from apps.jobs.services import job_cancel, job_delete, job_submit
 from apps.usage.selectors import usage_summary

@@ -6,6 +6,7 @@ from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
+    extend_schema_field,
     extend_schema_serializer,
 )
 from rest_framework import serializers
@@ -17,9 +18,11 @@ from apps.common.exceptions import InvalidInput, NotFound
 from apps.common.pagination import PageQuerySerializer, PaginationSerializer, paginate
 from apps.common.request_usage import request_usage
 from apps.jobs.availability import model_availability
-from apps.jobs.catalog import MODELS, pipeline_clean, submission_clean
+from apps.jobs.catalog import pipeline_clean, submission_clean
 from apps.jobs.idempotency import MAX_KEY_LENGTH, idempotent_call, request_fingerprint
+from apps.jobs.job_keys import msa_cache_path
 from apps.jobs.models import Job
+from apps.jobs.registry import MODELS
 from apps.jobs.selectors import job_get, job_list, job_output_prefix
 from apps.jobs.services import (
     job_cancel,
@@ -27,8 +30,11 @@ from apps.jobs.services import (
     job_submit,
     job_submit_batch,
     pipeline_submit,
+    reusable_job_find,
+    submission_key,
 )
 from apps.jobs.storage import get_storage
+from apps.jobs.waits import MAX_WAIT_SECONDS, job_end_wait, prefer_wait_parse
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key",
@@ -55,6 +61,18 @@ JOB_ID = OpenApiParameter(
 )
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "description": "Model-specific parameters: the schema of the chosen model "
+        "(GET /v1/models lists the same rules per model)",
+        "anyOf": [spec.params_json_schema() for spec in MODELS.values()],
+    }
+)
+class ModelParamsField(serializers.DictField):
+    """Documents params from the model registry; apps.jobs.catalog checks them."""
+
+
 class PredictInputSerializer(serializers.Serializer):
     """Documents the request body; the checks themselves live in apps.jobs.catalog."""
 
@@ -63,7 +81,7 @@ class PredictInputSerializer(serializers.Serializer):
         help_text="Protein sequence, or the ligand's SMILES for docking models"
     )
     name = serializers.CharField(required=False, max_length=200)
-    params = serializers.DictField(required=False, help_text="Model-specific parameters")
+    params = ModelParamsField(required=False)
     webhook_url = serializers.CharField(
         required=False,
         max_length=2048,
@@ -80,6 +98,18 @@ class PredictInputSerializer(serializers.Serializer):
 # Said in words rather than as an enum: a second `status` enum (webhook deliveries have one)
 # would need ENUM_NAME_OVERRIDES for both to name them apart.
 JOB_STATUS_HELP = "One of: " + ", ".join(Job.Status.values)
+
+
+class JobMetricsSerializer(serializers.Serializer):
+    queue_seconds = serializers.FloatField(
+        allow_null=True, help_text="From submission to the first worker claim"
+    )
+    run_seconds = serializers.FloatField(
+        allow_null=True, help_text="The model's wall time on the job's last attempt"
+    )
+    batch_size = serializers.IntegerField(
+        allow_null=True, help_text="The jobs that shared its forward pass (1: it ran alone)"
+    )
 
 
 class JobSerializer(serializers.Serializer):
@@ -108,6 +138,26 @@ class JobSerializer(serializers.Serializer):
     # The request echoed, as checked and stored, so a client can reproduce the run.
     sequence = serializers.CharField(help_text="The protein sequence, or the ligand's SMILES")
     params = serializers.DictField(help_text="The model parameters the job runs with")
+    metrics = serializers.SerializerMethodField()
+
+    @extend_schema_field(JobMetricsSerializer)
+    def get_metrics(self, job: Job) -> dict[str, float | int | None]:
+        queued = job.started_at - job.created_at if job.started_at else None
+        return {
+            "queue_seconds": round(queued.total_seconds(), 3) if queued is not None else None,
+            "run_seconds": round(job.run_seconds, 3) if job.run_seconds is not None else None,
+            "batch_size": job.batch_size,
+        }
+
+    cached = serializers.BooleanField(
+        help_text="Served without a run of its own: an identical earlier result was reused, "
+        "or it rode on an identical job's run"
+    )
+    cached_from = serializers.UUIDField(
+        source="cached_from_id",
+        allow_null=True,
+        help_text="The job whose result or run it was served from; null when it ran itself",
+    )
     webhook_url = serializers.CharField(
         allow_null=True, help_text="The job's own webhook; its deliveries: webhook-deliveries"
     )
@@ -155,10 +205,21 @@ class ModelsApi(PhonosApiView):
             description = serializers.CharField()
             type = serializers.CharField()
             cost_credits = serializers.IntegerField()
+            input = serializers.ChoiceField(
+                choices=["protein", "ligand"],
+                help_text="What `sequence` holds: a protein sequence or a ligand's SMILES",
+            )
             # Only for models whose price depends on the input (alphafold2 complexes).
             cost_rule = serializers.DictField(required=False)
             max_sequence_length = serializers.IntegerField()
-            params = serializers.DictField()
+            params = serializers.DictField(
+                help_text="Each parameter's type, default, bounds, choices and meaning"
+            )
+            params_schema = serializers.DictField(help_text="The params as a JSON Schema")
+            outputs = serializers.DictField(
+                help_text="The primary file (`download_url`), the files stored and the keys of "
+                "the result summary"
+            )
             available = serializers.BooleanField(
                 help_text="Whether a live worker has this model loaded and ready; when false, "
                 "submissions for it answer 503"
@@ -179,17 +240,9 @@ class ModelsApi(PhonosApiView):
                 {
                     **spec.public(),
                     "max_sequence_length": spec.max_length,
-                    "params": {
-                        param.name: {
-                            "type": param.kind.__name__,
-                            "default": param.default,
-                            **({"minimum": param.minimum} if param.minimum is not None else {}),
-                            **({"maximum": param.maximum} if param.maximum is not None else {}),
-                            **({"choices": list(param.choices)} if param.choices else {}),
-                            "required": param.required,
-                        }
-                        for param in spec.params
-                    },
+                    "params": spec.params_public(),
+                    "params_schema": spec.params_json_schema(),
+                    "outputs": spec.outputs.public(),
                     "available": availability[spec.id],
                 }
             )
@@ -229,27 +282,127 @@ def _idempotent_response(request: Request, produce) -> Response:
     return response
 
 
+CACHE_CONTROL_HEADER = OpenApiParameter(
+    "Cache-Control",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="`no-cache` runs the model even when an identical result exists or an "
+    "identical job is in flight (as `params.cache: false` does)",
+)
+PREFER_HEADER = OpenApiParameter(
+    "Prefer",
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    description=f"`wait=N` (N at most {MAX_WAIT_SECONDS}): hold the answer until the job ends "
+    "or N seconds pass. Ended in time: the full job, as GET /v1/jobs/{id} shows it, with "
+    "`Preference-Applied: wait=N`; otherwise the usual answer. A busy server may answer at once.",
+)
+
+
+def _no_cache_asked(request: Request) -> bool:
+    directives = request.headers.get("Cache-Control", "").lower().replace(" ", "").split(",")
+    return "no-cache" in directives or "no-store" in directives
+
+
 class PredictApi(PhonosApiView):
     @extend_schema(
         operation_id="submit_prediction",
         description="Submit a new prediction job to be processed asynchronously; its cost is "
-        "debited at once and refunded if it fails or is cancelled.",
+        "debited at once and refunded if it fails or is cancelled. A request identical to a "
+        "completed job of the account (same model, weights, canonical input and params) "
+        "completes at once from that result (`cached: true`); one identical to a job still "
+        "running rides on its run.",
         request=PredictInputSerializer,
         examples=PREDICT_EXAMPLES,
-        parameters=[IDEMPOTENCY_HEADER],
-        responses={200: PredictOutputSerializer, **error_responses(400, 402, 409, 413, 415, 503)},
+        parameters=[IDEMPOTENCY_HEADER, CACHE_CONTROL_HEADER, PREFER_HEADER],
+        responses={
+            200: OpenApiResponse(
+                PredictOutputSerializer,
+                description="The job submitted; with `Prefer: wait` and a job that ended in "
+                "time, the full job (JobDetail) instead",
+            ),
+            **error_responses(400, 402, 409, 413, 415, 503),
+        },
     )
     def post(self, request: Request) -> Response:
         submission = submission_clean(request.data)
         usage = request_usage(request)
         usage.model = submission.spec.id
+        use_cache = not _no_cache_asked(request)
 
         def produce() -> tuple[int, dict]:
-            job = job_submit(account=request.user, api_key=request.auth, submission=submission)
+            job = job_submit(
+                account=request.user,
+                api_key=request.auth,
+                submission=submission,
+                use_cache=use_cache,
+            )
             usage.credits = job.cost_credits  # charged now; a replay charges nothing
             return 200, _predict_body(job)
 
-        return _idempotent_response(request, produce)
+        response = _idempotent_response(request, produce)
+        wait = prefer_wait_parse(request.headers.get("Prefer"))
+        if wait is None or response.status_code != 200:
+            return response
+        job_id = response.data["job_id"]
+        if not job_end_wait(job_id=job_id, seconds=wait):
+            return response
+        ended = Response(JobSerializer(job_get(account=request.user, job_id=job_id)).data)
+        ended["Preference-Applied"] = f"wait={wait}"
+        for header in ("Idempotent-Replayed",):
+            if header in response:
+                ended[header] = response[header]
+        return ended
+
+
+class CacheCheckApi(PhonosApiView):
+    @extend_schema_serializer(component_name="CacheCheck")
+    class OutputSerializer(serializers.Serializer):
+        cached = serializers.BooleanField(
+            help_text="Submitting this request now would complete at once from a stored result"
+        )
+        job_id = serializers.UUIDField(
+            allow_null=True, help_text="The completed job whose result it would reuse"
+        )
+        msa_cached = serializers.BooleanField(
+            help_text="AlphaFold2: the MSA of every chain is in the MSA cache already"
+        )
+
+    @extend_schema(
+        operation_id="check_cache",
+        description="Whether a prediction request would be served from a stored result, "
+        "without submitting it; free of charge.",
+        request=PredictInputSerializer,
+        examples=PREDICT_EXAMPLES,
+        responses={200: OutputSerializer, **error_responses(400, 413, 415)},
+    )
+    def post(self, request: Request) -> Response:
+        submission = submission_clean(request.data)
+        key = submission_key(submission=submission, account_id=request.user.id)
+        match = reusable_job_find(key=key, account_id=request.user.id)
+        return Response(
+            {
+                "cached": match is not None,
+                "job_id": str(match.id) if match is not None else None,
+                "msa_cached": _msa_cached(submission),
+            }
+        )
+
+
+def _msa_cached(submission) -> bool:
+    """Whether the AlphaFold2 worker would find every chain's MSA in its cache. Answerable
+    where the API sees the workers' PHONOS_MSA_CACHE_DIR (a shared volume); false elsewhere."""
+    if submission.spec.id != "alphafold2":
+        return False
+    if submission.params.get("msa_mode") != "mmseqs2_server" or not settings.PHONOS_MSA_CACHE_DIR:
+        return False
+    from pathlib import Path
+
+    cache_dir = Path(settings.PHONOS_MSA_CACHE_DIR)
+    chains = set(submission.sequence.split(":"))
+    return all(msa_cache_path(cache_dir, chain).is_file() for chain in chains)
 
 
 class PipelineApi(PhonosApiView):

@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 
 from apps.common.exceptions import ServiceUnavailable
-from apps.jobs.catalog import MODELS
+from apps.jobs.registry import MODELS
 
 logger = logging.getLogger(__name__)
 

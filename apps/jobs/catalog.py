@@ -1,201 +1,23 @@
-"""The model catalog: what each model costs, which params it takes, and how inputs are checked.
+"""Checking a request against the model registry (apps.jobs.registry), which holds the rules.
 
 Validation raises InvalidInput with a message that names the offending field. RDKit and gemmi
 are imported only when a docking request needs them.
 """
 
-import math
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
 from apps.common.exceptions import InvalidInput
+from apps.jobs.registry import COMMON_PARAMS, FOLD_MODEL_TYPE, MODELS, ModelSpec
 from apps.webhooks.services import RequestWebhook, request_webhook_clean
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWYX"
 _NOT_AMINO = re.compile(f"[^{AMINO_ACIDS}]")
 _WHITESPACE = re.compile(r"\s+")
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str
-    kind: type
-    default: Any
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] = ()
-    required: bool = False
-    description: str = ""
-
-    def check(self, value: Any) -> Any:
-        label = f"params.{self.name}"
-        if self.kind is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise InvalidInput(f"{label} must be an integer")
-            if self.minimum is not None and value < self.minimum:
-                raise InvalidInput(f"{label} must be between {self.minimum} and {self.maximum}")
-            if self.maximum is not None and value > self.maximum:
-                raise InvalidInput(f"{label} must be between {self.minimum} and {self.maximum}")
-        elif self.kind is float:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise InvalidInput(f"{label} must be a number")
-            in_range = (self.minimum is None or value >= self.minimum) and (
-                self.maximum is None or value <= self.maximum
-            )
-            if not math.isfinite(value) or not in_range:
-                raise InvalidInput(f"{label} must be between {self.minimum} and {self.maximum}")
-            value = float(value)
-        elif self.kind is bool:
-            if not isinstance(value, bool):
-                raise InvalidInput(f"{label} must be true or false")
-        elif self.kind is str:
-            if not isinstance(value, str):
-                raise InvalidInput(f"{label} must be a string")
-            if self.choices and value not in self.choices:
-                raise InvalidInput(f"{label} must be one of: {', '.join(self.choices)}")
-        return value
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    id: str
-    name: str
-    description: str
-    type: str
-    cost_credits: int
-    queue: str
-    params: tuple[Param, ...] = field(default_factory=tuple)
-
-    @property
-    def max_length(self) -> int:
-        return settings.PHONOS_MAX_LENGTH[self.id]
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "description": self.description,
-            "type": self.type,
-            "cost_credits": self.cost_credits,
-            **({"cost_rule": COST_RULES[self.id]} if self.id in COST_RULES else {}),
-        }
-
-
-# AlphaFold2 complexes (model_preset multimer) cost cost_credits per started block of this many
-# residues of the complex's total length; single chains cost cost_credits, as published.
-ALPHAFOLD2_RESIDUES_PER_CHARGE = 500
-ALPHAFOLD2_MAX_CHAINS = 16
-COST_RULES = {
-    "alphafold2": {
-        "model_preset": "multimer",
-        "residues_per_charge": ALPHAFOLD2_RESIDUES_PER_CHARGE,
-        "description": (
-            f"model_preset multimer: cost_credits per started {ALPHAFOLD2_RESIDUES_PER_CHARGE} "
-            "residues of all chains together (e.g. 2 x 300 residues: 2 x cost_credits); "
-            "other presets: cost_credits"
-        ),
-    }
-}
-PROTEIN_JOB_ID_HELP = "A completed structure prediction job of this account, instead of protein_pdb"
-# Models whose completed jobs a docking job may take its protein from (params.protein_job_id).
-FOLD_MODEL_TYPE = "structure_prediction"
-
-MODELS: dict[str, ModelSpec] = {
-    spec.id: spec
-    for spec in (
-        ModelSpec(
-            id="esmfold",
-            name="ESMFold",
-            description="Fast protein structure prediction from Meta AI",
-            type="structure_prediction",
-            cost_credits=10,
-            queue="esmfold",
-            params=(
-                Param("num_recycles", int, 4, 1, 24, description="Recycling iterations"),
-                Param("chunk_size", int, 128, 1, 4096, description="Trunk chunk size"),
-            ),
-        ),
-        ModelSpec(
-            id="alphafold2",
-            name="AlphaFold2",
-            description="High-accuracy protein structure prediction from DeepMind",
-            type="structure_prediction",
-            cost_credits=50,
-            queue="alphafold2",
-            params=(
-                Param("max_msa_seqs", int, 512, 1, 8192, description="MSA depth"),
-                Param(
-                    "use_templates",
-                    bool,
-                    True,
-                    description=(
-                        "PDB templates from the MMseqs2 server's search; when not given: true "
-                        "with msa_mode mmseqs2_server, false otherwise"
-                    ),
-                ),
-                Param(
-                    "model_preset",
-                    str,
-                    "monomer",
-                    choices=("monomer", "monomer_casp14", "monomer_ptm", "multimer"),
-                    description="multimer (alphafold2_multimer_v3) for several chains",
-                ),
-                Param("num_recycles", int, 3, 1, 24),
-                Param("num_models", int, 5, 1, 5),
-                Param(
-                    "msa_mode",
-                    str,
-                    "mmseqs2_server",
-                    choices=("mmseqs2_server", "single_sequence", "a3m"),
-                ),
-                Param("a3m", str, None),
-            ),
-        ),
-        ModelSpec(
-            id="diffdock",
-            name="DiffDock",
-            description="Molecular docking for protein-ligand interactions",
-            type="docking",
-            cost_credits=30,
-            queue="diffdock",
-            params=(
-                Param("protein_pdb", str, None),
-                Param("protein_job_id", str, None, description=PROTEIN_JOB_ID_HELP),
-                Param("ligand_smiles", str, None),
-                Param("inference_steps", int, 20, 10, 40),
-                Param("samples_per_complex", int, 10, 1, 40),
-            ),
-        ),
-        ModelSpec(
-            id="vina",
-            name="AutoDock Vina",
-            description="Physics-based protein-ligand docking in a search box (CPU)",
-            type="docking",
-            cost_credits=5,
-            queue="vina",
-            params=(
-                Param("protein_pdb", str, None),
-                Param("protein_job_id", str, None, description=PROTEIN_JOB_ID_HELP),
-                Param("ligand_smiles", str, None),
-                *(
-                    Param(f"center_{axis}", float, None, -9999, 9999, description="Box centre, Å")
-                    for axis in "xyz"
-                ),
-                *(
-                    Param(f"size_{axis}", float, None, 1, 60, description="Box side, Å")
-                    for axis in "xyz"
-                ),
-                Param("exhaustiveness", int, 8, 1, 32, description="Search effort"),
-                Param("num_poses", int, 9, 1, 20, description="Ranked poses returned"),
-                Param("seed", int, None, 0, 2**31 - 1, description="Random seed"),
-            ),
-        ),
-    )
-}
 
 
 def model_get(model_id: Any) -> ModelSpec:
@@ -260,9 +82,9 @@ def clean_chains(raw: Any, *, spec: ModelSpec) -> list[str]:
             if len(chains) > 1
             else ["sequence"]
         )
-    if len(chains) > ALPHAFOLD2_MAX_CHAINS:
+    if len(chains) > spec.max_chains:
         raise InvalidInput(
-            f"sequence has {len(chains)} chains; {spec.id} folds at most {ALPHAFOLD2_MAX_CHAINS}"
+            f"sequence has {len(chains)} chains; {spec.id} folds at most {spec.max_chains}"
         )
     cleaned = []
     for chain, label in zip(chains, labels, strict=True):
@@ -383,12 +205,14 @@ def clean_params(raw: Any, *, spec: ModelSpec) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise InvalidInput("params must be a JSON object")
     known = {param.name: param for param in spec.params}
-    unknown = sorted(set(raw) - set(known))
+    unknown = sorted(set(raw) - set(known) - {param.name for param in COMMON_PARAMS})
     if unknown:
         raise InvalidInput(
             f"params.{unknown[0]} is not a parameter of {spec.id}; "
             f"known parameters: {', '.join(known) or 'none'}"
         )
+    # Every rule comes from the registry; the common params (cache) are read by
+    # `common_params_clean`, apart from what the model computes with.
     cleaned: dict[str, Any] = {}
     for name, param in known.items():
         if name in raw and raw[name] is not None:
@@ -396,6 +220,17 @@ def clean_params(raw: Any, *, spec: ModelSpec) -> dict[str, Any]:
         elif param.default is not None:
             cleaned[name] = param.default
     return cleaned
+
+
+def common_params_clean(raw: Any) -> dict[str, Any]:
+    """The params every model takes (registry.COMMON_PARAMS), checked, defaults filled in."""
+    given = raw if isinstance(raw, dict) else {}
+    return {
+        param.name: param.check(given[param.name])
+        if given.get(param.name) is not None
+        else param.default
+        for param in COMMON_PARAMS
+    }
 
 
 def _clean_job_id(raw: str) -> str:
@@ -411,15 +246,14 @@ class CleanedSubmission:
     sequence: str
     name: str
     params: dict[str, Any]
+    # params.cache: may this submission reuse an identical result or ride on an identical run?
+    use_cache: bool = True
     # The submission's own webhook (`webhook_url`, `webhook_events`), if it gave one.
     webhook: RequestWebhook | None = None
 
     @property
     def cost(self) -> int:
-        if self.spec.id == "alphafold2" and self.params.get("model_preset") == "multimer":
-            residues = len(self.sequence.replace(":", ""))
-            return self.spec.cost_credits * math.ceil(residues / ALPHAFOLD2_RESIDUES_PER_CHARGE)
-        return self.spec.cost_credits
+        return self.spec.cost(sequence=self.sequence, params=self.params)
 
 
 def submission_clean(data: Any) -> CleanedSubmission:
@@ -437,6 +271,7 @@ def submission_clean(data: Any) -> CleanedSubmission:
     if len(name) > 200:
         raise InvalidInput("name must be at most 200 characters")
     params = clean_params(data.get("params"), spec=spec)
+    common = common_params_clean(data.get("params"))
 
     if spec.type == "docking":
         raw_sequence = data.get("sequence")
@@ -479,7 +314,12 @@ def submission_clean(data: Any) -> CleanedSubmission:
             sequence = clean_protein_sequence(data["sequence"], spec=spec)
     webhook = request_webhook_clean(url=data.get("webhook_url"), events=data.get("webhook_events"))
     return CleanedSubmission(
-        spec=spec, sequence=sequence, name=name.strip(), params=params, webhook=webhook
+        spec=spec,
+        sequence=sequence,
+        name=name.strip(),
+        params=params,
+        use_cache=common["cache"],
+        webhook=webhook,
     )
 
 

@@ -3,6 +3,7 @@ import uuid
 from django.db import models
 
 from apps.common.request_context import REQUEST_ID_MAX_LENGTH
+from apps.jobs.registry import MODELS, ModelSpec
 
 
 class Job(models.Model):
@@ -54,8 +55,27 @@ class Job(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Shown as `metrics`: the model's wall time on the job's last attempt (a batched job's
+    # forward pass is shared: its time counts in full for every job in it), and how many jobs
+    # shared that forward pass. Null until the model returned.
+    run_seconds = models.FloatField(null=True, blank=True)
+    batch_size = models.PositiveSmallIntegerField(null=True, blank=True)
     # Deleted jobs vanish from the API but keep the row, so usage and the ledger stay whole.
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # What the job computes, canonically (apps.jobs.job_keys): identical keys, identical results.
+    job_key = models.CharField(max_length=64, blank=True, default="")
+    # Served without a run of its own: an earlier result reused, or another job's run ridden.
+    cached = models.BooleanField(default=False)
+    cached_from = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="cache_followers"
+    )
+    # The job whose storage prefix holds this job's outputs (shared by reference); null: its own.
+    outputs_of = models.ForeignKey(
+        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="output_sharers"
+    )
+    # The weights the worker actually used (its runner's report), next to the declared identity
+    # that went into job_key.
+    weights = models.CharField(max_length=500, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]
@@ -63,6 +83,7 @@ class Job(models.Model):
             models.Index(fields=["account", "-created_at"]),
             models.Index(fields=["account", "status"]),
             models.Index(fields=["status", "enqueued_at"]),
+            models.Index(fields=["job_key", "status"], name="job_key_status"),
         ]
 
     def __str__(self) -> str:
@@ -71,6 +92,11 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL
+
+    @property
+    def spec(self) -> ModelSpec | None:
+        """The model's registry entry (None for a model since retired)."""
+        return MODELS.get(self.model)
 
     @property
     def download_path(self) -> str:

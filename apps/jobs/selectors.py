@@ -5,8 +5,8 @@ from django.db.models import Count, Q, QuerySet
 
 from apps.accounts.models import Account
 from apps.common.exceptions import InvalidInput, NotFound
-from apps.jobs.catalog import FOLD_MODEL_TYPE, MODELS
 from apps.jobs.models import Job
+from apps.jobs.registry import FOLD_MODEL_TYPE, MODELS
 from apps.jobs.storage import get_storage
 
 
@@ -88,8 +88,13 @@ def protein_job_get(*, account_id: int, job_id: str, max_residues: int) -> Job:
 
 
 def job_output_prefix(*, job: Job) -> str:
-    """Where a job's output files are stored: one key prefix per job, under its account."""
-    return f"accounts/{job.account_id}/jobs/{job.id}/"
+    """Where a job's output files are stored: one key prefix per job, under its account, or
+    that of the job whose outputs it shares (`outputs_of`: result reuse), which may belong to
+    another account when results are shared."""
+    if job.outputs_of_id is None:
+        return f"accounts/{job.account_id}/jobs/{job.id}/"
+    owner_account_id = Job.objects.values_list("account_id", flat=True).get(id=job.outputs_of_id)
+    return f"accounts/{owner_account_id}/jobs/{job.outputs_of_id}/"
 
 
 def job_output_read(*, job: Job, name: str) -> bytes:

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import Account, ApiKey
@@ -23,8 +23,10 @@ from apps.common.metrics import job_finished_observe
 from apps.common.queues import task_publish
 from apps.common.request_context import request_id_current
 from apps.jobs.availability import models_available_require
-from apps.jobs.catalog import MODELS, CleanedPipeline, CleanedSubmission, submission_clean
+from apps.jobs.catalog import CleanedPipeline, CleanedSubmission, submission_clean
+from apps.jobs.job_keys import job_key
 from apps.jobs.models import Job, JobEvent
+from apps.jobs.registry import MODELS
 from apps.jobs.selectors import (
     active_job_count,
     job_get,
@@ -64,7 +66,7 @@ def _job_webhook_emit(*, job: Job, event: str) -> None:
 def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
     """Publish the job's task. A broker that is down is logged, not raised: the sweeper
     re-enqueues pending jobs whose task never arrived."""
-    time_limit = settings.PHONOS_TIME_LIMITS[model]
+    time_limit = MODELS[model].time_limit
     if not task_publish(
         RUN_JOB_TASK,
         args=[str(job_id)],
@@ -98,16 +100,23 @@ def _job_create(
     api_key: ApiKey | None,
     submission: CleanedSubmission,
     job_id: uuid.UUID,
+    key: str,
     depends_on_id: uuid.UUID | None = None,
+    cost: int | None = None,
+    active: bool = True,
+    **fields: Any,
 ) -> Job:
-    """Debit and create one job; the caller holds the transaction and publishes it."""
+    """Debit and create one job; the caller holds the transaction and publishes it. `fields`
+    set the rest (a job served from a cached result is created completed)."""
+    cost = submission.cost if cost is None else cost
     # The debit's conditional UPDATE locks the account row until commit, which also makes the
     # active-job count below exact under concurrent submissions.
-    credits_debit_for_job(
-        account_id=account.id, job_id=job_id, cost=submission.cost, model=submission.spec.id
-    )
+    if cost > 0:
+        credits_debit_for_job(
+            account_id=account.id, job_id=job_id, cost=cost, model=submission.spec.id
+        )
     limit = account.active_job_limit
-    if active_job_count(account_id=account.id) >= limit:
+    if active and active_job_count(account_id=account.id) >= limit:
         raise TooManyRequests(
             f"This account already has {limit} active jobs, the most it may have at once; "
             "wait for some to finish",
@@ -123,28 +132,177 @@ def _job_create(
         model=submission.spec.id,
         sequence=submission.sequence,
         params=submission.params,
-        cost_credits=submission.cost,
+        cost_credits=cost,
         depends_on_id=depends_on_id,
-        stage=WAITING_FOR_DEPENDENCY if depends_on_id else "queued",
+        stage=fields.pop("stage", WAITING_FOR_DEPENDENCY if depends_on_id else "queued"),
         request_id=request_id_current(),
         webhook_url=submission.webhook.url if submission.webhook else "",
         webhook_events=list(submission.webhook.events) if submission.webhook else [],
+        job_key=key,
+        **fields,
     )
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     return job
 
 
+# --- Job keys, result reuse and single-flight ---------------------------------------------------
+def submission_key(*, submission: CleanedSubmission, account_id: int) -> str:
+    """The job key of a checked submission (apps.jobs.job_keys). A receptor given as
+    `protein_job_id` counts as that job's own key (its id, for a job from before keys)."""
+    protein_job_key = None
+    protein_job_id = submission.params.get("protein_job_id")
+    if protein_job_id is not None:
+        stored = (
+            Job.objects.filter(account_id=account_id, id=protein_job_id)
+            .values_list("job_key", flat=True)
+            .first()
+        )
+        protein_job_key = stored or f"job:{protein_job_id}"
+    return job_key(
+        model_id=submission.spec.id,
+        weights=submission.spec.weights_identity(),
+        input_kind=submission.spec.input_kind,
+        sequence=submission.sequence,
+        params=submission.params,
+        protein_job_key=protein_job_key,
+    )
+
+
+def _key_scope(*, account_id: int) -> Q:
+    """Whose jobs a submission may reuse: the account's own, or every account's when the
+    operator shares results (PHONOS_SHARED_RESULT_CACHE)."""
+    return Q() if settings.PHONOS_SHARED_RESULT_CACHE else Q(account_id=account_id)
+
+
+def reusable_job_find(*, key: str, account_id: int) -> Job | None:
+    """The newest completed job with this key whose outputs are still stored. A job that is
+    not deleted always has them: deleting a job keeps outputs that another job still shares."""
+    return (
+        Job.objects.filter(
+            _key_scope(account_id=account_id),
+            job_key=key,
+            status=Job.Status.COMPLETED,
+            deleted_at__isnull=True,
+        )
+        .exclude(output_file="")
+        .order_by("-finished_at")
+        .first()
+    )
+
+
+def _flight_leader_find(*, key: str, account_id: int) -> Job | None:
+    """The job with this key that runs (or waits to run) for itself, if any."""
+    return (
+        Job.objects.filter(
+            _key_scope(account_id=account_id),
+            job_key=key,
+            status__in=Job.ACTIVE,
+            cached_from__isnull=True,
+            deleted_at__isnull=True,
+        )
+        .exclude(stage=WAITING_FOR_DEPENDENCY)
+        .order_by("created_at")
+        .first()
+    )
+
+
+def _submissions_serialize(*, key: str, account: Account) -> None:
+    """Make identical submissions look for each other one at a time, until commit: each sees
+    the job the one before created, so ten at once make one run. Within an account the row
+    lock on the account does it (the debit takes it anyway); shared results need a lock on
+    the key itself."""
+    Account.objects.select_for_update().filter(id=account.id).values_list("id").first()
+    if settings.PHONOS_SHARED_RESULT_CACHE:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(key[:15], 16)])
+
+
+def _cached_job_create(
+    *,
+    account: Account,
+    api_key: ApiKey | None,
+    submission: CleanedSubmission,
+    source: Job,
+    key: str,
+) -> Job:
+    """A job completed at once from `source`'s stored result: no worker, no GPU, the outputs
+    shared by reference (`outputs_of`), priced PHONOS_CACHE_HIT_CREDITS."""
+    now = timezone.now()
+    job = _job_create(
+        account=account,
+        api_key=api_key,
+        submission=submission,
+        job_id=uuid.uuid4(),
+        key=key,
+        cost=settings.PHONOS_CACHE_HIT_CREDITS,
+        active=False,
+        status=Job.Status.COMPLETED,
+        cached=True,
+        cached_from=source,
+        outputs_of_id=source.outputs_of_id or source.id,
+        output_file=source.output_file,
+        result_summary=source.result_summary,
+        metadata=source.metadata,
+        weights=source.weights,
+        stage="done",
+        progress=1.0,
+        finished_at=now,
+    )
+    job_finished_observe(job=job)
+    _job_webhook_emit(job=job, event="job.completed")
+    return job
+
+
 @transaction.atomic
-def job_submit(*, account: Account, api_key: ApiKey | None, submission: CleanedSubmission) -> Job:
-    models_available_require({submission.spec.id})
-    _queue_capacity_check(new_jobs=1)
+def job_submit(
+    *,
+    account: Account,
+    api_key: ApiKey | None,
+    submission: CleanedSubmission,
+    use_cache: bool = True,
+) -> Job:
+    """Charge and create a job. With the cache allowed (params.cache and the caller's
+    `use_cache`, false for `Cache-Control: no-cache`): an identical completed job answers it at
+    once, and an identical job in flight takes it along (single-flight); else it is queued."""
     if "protein_job_id" in submission.params:
         protein_job_get(
             account_id=account.id,
             job_id=submission.params["protein_job_id"],
             max_residues=submission.spec.max_length,
         )
-    job = _job_create(account=account, api_key=api_key, submission=submission, job_id=uuid.uuid4())
+    key = submission_key(submission=submission, account_id=account.id)
+    cache = use_cache and submission.use_cache
+    if cache:
+        _submissions_serialize(key=key, account=account)
+        source = reusable_job_find(key=key, account_id=account.id)
+        if source is not None:
+            # A stored result needs no worker: it is served even while none is up.
+            return _cached_job_create(
+                account=account, api_key=api_key, submission=submission, source=source, key=key
+            )
+    models_available_require({submission.spec.id})
+    if cache:
+        leader = _flight_leader_find(key=key, account_id=account.id)
+        if leader is not None:
+            # Charged in full like any job: should the leader be cancelled, this one runs.
+            # Completed from the leader's run, it is refunded down to the reuse price.
+            _queue_capacity_check(new_jobs=1)
+            return _job_create(
+                account=account,
+                api_key=api_key,
+                submission=submission,
+                job_id=uuid.uuid4(),
+                key=key,
+                cached=True,
+                cached_from=leader,
+                outputs_of=leader,
+            )
+    _queue_capacity_check(new_jobs=1)
+    job = _job_create(
+        account=account, api_key=api_key, submission=submission, job_id=uuid.uuid4(), key=key
+    )
     transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
     return job
 
@@ -168,12 +326,14 @@ def pipeline_submit(
         api_key=api_key,
         submission=pipeline.fold,
         job_id=pipeline.fold_job_id,
+        key=submission_key(submission=pipeline.fold, account_id=account.id),
     )
     dock = _job_create(
         account=account,
         api_key=api_key,
         submission=pipeline.dock,
         job_id=uuid.uuid4(),
+        key=submission_key(submission=pipeline.dock, account_id=account.id),
         depends_on_id=fold.id,
     )
     transaction.on_commit(lambda: job_enqueue(job_id=fold.id, model=fold.model))
@@ -232,8 +392,92 @@ def job_cancel(*, account: Account, job_id: uuid.UUID | str) -> Job:
     _refund(job, reason="Job cancelled")
     _job_webhook_emit(job=job, event="job.cancelled")
     _dependents_fail(job_id=job.id, reason="was cancelled")
+    _followers_promote(leader_id=job.id)
     transaction.on_commit(lambda: job_stop_task(job_id=job.id))
     return job
+
+
+def _followers(*, leader_id: uuid.UUID | str) -> QuerySet[Job]:
+    """The jobs riding on this one's run (single-flight), oldest first."""
+    return Job.objects.filter(cached_from_id=leader_id, status__in=Job.ACTIVE).order_by(
+        "created_at"
+    )
+
+
+def _followers_promote(*, leader_id: uuid.UUID | str) -> None:
+    """The leader was cancelled: its oldest follower runs in its place, the others follow it."""
+    followers = list(_followers(leader_id=leader_id).values_list("id", "model"))
+    if not followers:
+        return
+    (new_leader_id, model), others = followers[0], [job_id for job_id, _ in followers[1:]]
+    now = timezone.now()
+    Job.objects.filter(id=new_leader_id).update(
+        status=Job.Status.PENDING,
+        stage="queued",
+        progress=None,
+        cached=False,
+        cached_from=None,
+        outputs_of=None,
+        updated_at=now,
+    )
+    job_event_record(job_id=new_leader_id, status=Job.Status.PENDING, stage="queued")
+    Job.objects.filter(id__in=others).update(
+        cached_from_id=new_leader_id, outputs_of_id=new_leader_id, updated_at=now
+    )
+    transaction.on_commit(lambda: job_enqueue(job_id=new_leader_id, model=model))
+
+
+def _followers_mirror(*, leader_id: uuid.UUID | str, stage: str, progress: float | None) -> None:
+    """Each follower shows its leader's progress, as its own events (and `job.started`)."""
+    now = timezone.now()
+    for follower in list(_followers(leader_id=leader_id)):
+        changed = Job.objects.filter(id=follower.id, status=follower.status).update(
+            status=Job.Status.RUNNING, stage=stage, progress=progress, updated_at=now
+        )
+        if changed != 1:
+            continue
+        job_event_record(
+            job_id=follower.id, status=Job.Status.RUNNING, stage=stage, progress=progress
+        )
+        if follower.status == Job.Status.PENDING:
+            follower.status, follower.stage = Job.Status.RUNNING, stage
+            _job_webhook_emit(job=follower, event="job.started")
+
+
+def _followers_complete(*, leader: Job) -> None:
+    """The leader's run completed: so does each follower, sharing its outputs by reference,
+    refunded down to the reuse price."""
+    now = timezone.now()
+    for follower in list(_followers(leader_id=leader.id)):
+        changed = Job.objects.filter(id=follower.id, status=follower.status).update(
+            status=Job.Status.COMPLETED,
+            stage="done",
+            progress=1.0,
+            output_file=leader.output_file,
+            result_summary=leader.result_summary,
+            metadata=leader.metadata,
+            weights=leader.weights,
+            outputs_of_id=leader.id,
+            finished_at=now,
+            updated_at=now,
+        )
+        if changed != 1:
+            continue
+        job_event_record(
+            job_id=follower.id, status=Job.Status.COMPLETED, stage="done", progress=1.0
+        )
+        entry = credits_refund_for_job(
+            account_id=follower.account_id,
+            job_id=follower.id,
+            reason="Served from an identical job's run",
+            amount=follower.cost_credits - settings.PHONOS_CACHE_HIT_CREDITS,
+        )
+        if entry is not None:
+            Job.objects.filter(id=follower.id).update(credits_refunded=entry.amount)
+        follower.refresh_from_db()
+        job_finished_observe(job=follower)
+        _job_webhook_emit(job=follower, event="job.completed")
+        _dependents_release(job_id=follower.id)
 
 
 def job_stop_task(*, job_id: uuid.UUID) -> None:
@@ -256,8 +500,15 @@ def job_delete(*, account: Account, job_id: uuid.UUID | str) -> Job:
     )
     if changed != 1:
         raise Conflict(f"Job {job.id} is already being deleted")
-    output_prefix = job_output_prefix(job=job)
-    transaction.on_commit(lambda: _delete_outputs(prefix=output_prefix))
+    # Outputs are shared by reference (result reuse): they go with the last job showing them.
+    owner_id = job.outputs_of_id or job.id
+    Job.objects.select_for_update().filter(id=owner_id).values_list("id").first()
+    sharers = Job.objects.filter(Q(id=owner_id) | Q(outputs_of_id=owner_id)).filter(
+        deleted_at__isnull=True
+    )
+    if not sharers.exists():
+        output_prefix = job_output_prefix(job=job)
+        transaction.on_commit(lambda: _delete_outputs(prefix=output_prefix))
     return job
 
 
@@ -289,7 +540,12 @@ def job_start(*, job_id: uuid.UUID | str) -> Job | None:
             "or a crash); the job was given up and refunded",
         )
         return None
+    # A job a worker runs is its own run, even one that was following another (no task is
+    # published for a follower; one delivered anyway runs and stops following).
     changed = Job.objects.filter(id=job.id, status=job.status, attempts=job.attempts).update(
+        cached=False,
+        cached_from=None,
+        outputs_of=None,
         status=Job.Status.RUNNING,
         stage="loading_model",
         progress=None,
@@ -306,6 +562,7 @@ def job_start(*, job_id: uuid.UUID | str) -> Job | None:
     job_event_record(job_id=job.id, status=job.status, stage=job.stage)
     if was_pending:
         _job_webhook_emit(job=job, event="job.started")
+    _followers_mirror(leader_id=job.id, stage=job.stage, progress=None)
     return job
 
 
@@ -326,6 +583,7 @@ def job_progress(*, job_id: uuid.UUID | str, stage: str, progress: float | None 
     )
     if changed == 1:
         job_event_record(job_id=job_id, status=Job.Status.RUNNING, stage=stage, progress=progress)
+        _followers_mirror(leader_id=job_id, stage=stage, progress=progress)
     return changed == 1
 
 
@@ -354,15 +612,18 @@ def job_sweep() -> SweepReport:
     republish_before = now - timedelta(seconds=settings.PHONOS_REPUBLISH_AFTER_SECONDS)
     stale_before = now - timedelta(seconds=settings.PHONOS_STALE_AFTER_SECONDS)
     # A pipeline's dock that still waits for its fold is not lost: job_complete publishes it.
+    # A follower has no task of its own: its leader's run completes it.
     unpublished = (
-        Job.objects.filter(status=Job.Status.PENDING)
+        Job.objects.filter(status=Job.Status.PENDING, cached_from__isnull=True)
         .exclude(stage=WAITING_FOR_DEPENDENCY)
         .filter(
             Q(enqueued_at__isnull=True, created_at__lt=now - timedelta(seconds=2))
             | Q(enqueued_at__lt=republish_before)
         )
     )
-    stale = Job.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=stale_before)
+    stale = Job.objects.filter(
+        status=Job.Status.RUNNING, heartbeat_at__lt=stale_before, cached_from__isnull=True
+    )
     republished, failed = [], []
     for job in list(unpublished) + list(stale):
         if job.status == Job.Status.RUNNING and job.attempts >= settings.PHONOS_JOB_MAX_ATTEMPTS:
@@ -396,6 +657,8 @@ def job_complete(
         output_file=output_file,
         result_summary=summary,
         metadata=metadata,
+        # What the runner reports it loaded; the key used the declared identity.
+        weights=str(metadata.get("weights") or "")[:500],
         finished_at=now,
         updated_at=now,
     )
@@ -406,6 +669,7 @@ def job_complete(
     job_finished_observe(job=job)
     _job_webhook_emit(job=job, event="job.completed")
     _dependents_release(job_id=job_id)
+    _followers_complete(leader=job)
     return True
 
 
@@ -430,6 +694,9 @@ def job_fail(*, job_id: uuid.UUID | str, error: str) -> bool:
     job_finished_observe(job=job)
     _job_webhook_emit(job=job, event="job.failed")
     _dependents_fail(job_id=job.id, reason=f"failed: {error}")
+    # The same work would fail the same way for the jobs riding on this run.
+    for follower_id in list(_followers(leader_id=job.id).values_list("id", flat=True)):
+        job_fail(job_id=follower_id, error=error)
     return True
 
 
@@ -472,3 +739,13 @@ def job_submit_batch(
         else:
             results.append(BatchItemResult(index=index, job=job))
     return results
+
+
+def job_run_metrics_record(
+    *, job_id: uuid.UUID | str, run_seconds: float, batch_size: int | None
+) -> None:
+    """The model's wall time on the job's latest attempt and the size of the forward pass it
+    shared, which `GET /v1/jobs/{id}` shows as `metrics`."""
+    Job.objects.filter(id=job_id).update(
+        run_seconds=run_seconds, batch_size=batch_size, updated_at=timezone.now()
+    )

@@ -49,6 +49,7 @@ def test_the_rate_limit_lets_exactly_the_limit_through_in_parallel(make_client):
     assert body == {
         "error": "Rate limit exceeded",
         "message": "You have exceeded the rate limit of 10 requests per minute",
+        "reason": "rate_limit",
     }
     assert 1 <= int(limited[0].headers["Retry-After"]) <= 60
     assert limited[0].headers["RateLimit-Remaining"] == "0"

@@ -130,7 +130,12 @@ def flatmap_body(context, body: Any) -> st.SearchStrategy:
 
 def _job(account: Account, api_key: ApiKey, state: str, output_dir: Path) -> str:
     """A job in `state`, taken there by the same services the API and the workers use."""
-    job = job_submit(account=account, api_key=api_key, submission=submission_clean(ESMFOLD_JOB))
+    job = job_submit(
+        account=account,
+        api_key=api_key,
+        submission=submission_clean(ESMFOLD_JOB),
+        use_cache=False,  # one job per state, each its own
+    )
     if state == "cancelled":
         job_cancel(account=account, job_id=job.id)
     elif state != "pending":

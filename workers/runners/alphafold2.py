@@ -9,7 +9,6 @@ Templates are the MMseqs2 server's PDB70 hits and their mmCIF files (see docs/al
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apps.jobs.registry import MODELS
 from workers.runners.base import (
     JobInputs,
     OutputFile,
@@ -46,8 +46,6 @@ MODEL_CONFIG_FILE = "phonos_model_config.json"
 CONFIDENCE_FILE = "confidence.json"
 MODEL_NUMBERS = (1, 2, 3, 4, 5)
 ALPHABET = "ACDEFGHIKLMNPQRSTVWYX"
-MSA_MODES = ("mmseqs2_server", "single_sequence", "a3m")
-MAX_NUM_RECYCLES = 24
 CHAIN_SEPARATOR = ":"
 MULTIMER_PRESET = "multimer"
 # AlphaFold2 embeds at most four templates per chain (config data.eval.max_templates).
@@ -89,14 +87,16 @@ _PRELOADED_PRESETS = ("monomer", "monomer_ptm", MULTIMER_PRESET)
 
 @dataclass(frozen=True, kw_only=True)
 class AlphaFold2Params:
-    model_preset: str = "monomer"
-    max_msa_seqs: int = 512
-    # None: templates when the MSA comes from the server (the catalog resolves it the same way).
-    use_templates: bool | None = None
-    num_recycles: int = 3
-    num_models: int = 5
-    msa_mode: str = "mmseqs2_server"
-    a3m: str | None = None
+    model_preset: str
+    max_msa_seqs: int
+    use_templates: bool
+    num_recycles: int
+    num_models: int
+    msa_mode: str
+    a3m: str | None
+
+
+_PARAM_NAMES = tuple(AlphaFold2Params.__dataclass_fields__)
 
 
 _PARAMS_SUFFIX = {
@@ -197,8 +197,9 @@ class AlphaFold2Runner:
     def run(self, *, inputs: JobInputs, workdir: Path, progress: ProgressCallback) -> RunResult:
         # Validate before loading or searching so that bad input fails fast.
         chains = split_chains(inputs.sequence)
-        params = _read_params(inputs.params, chains=len(chains))
-        use_templates = bool(params.use_templates)
+        params = _read_params(inputs.params)
+        # Templates come from the MMseqs2 server's search: other MSA modes run without them.
+        use_templates = bool(params.use_templates) and params.msa_mode == "mmseqs2_server"
         if use_templates and not self.msa_client.server_url:
             raise RunnerError(f"{TEMPLATES_NEED_SERVER}; no MSA server is configured")
         stem = _file_stem(inputs.name)
@@ -818,41 +819,13 @@ def _parse_a3m(a3m: str, *, sequence: str) -> list[tuple[str, str]]:
     return aligned
 
 
-def _read_params(params: dict[str, Any], *, chains: int) -> AlphaFold2Params:
-    known = set(AlphaFold2Params.__dataclass_fields__)
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise RunnerError(
-            f"unknown AlphaFold2 parameters: {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-    read = AlphaFold2Params(**params)
-    if read.model_preset not in PRESETS:
-        raise RunnerError(f"model_preset must be one of: {', '.join(PRESETS)}")
-    if read.msa_mode not in MSA_MODES:
-        raise RunnerError(f"msa_mode must be one of: {', '.join(MSA_MODES)}")
-    if read.msa_mode == "a3m" and not read.a3m:
-        raise RunnerError("a3m is required when msa_mode is 'a3m'")
-    if not _is_int(read.max_msa_seqs) or read.max_msa_seqs < 1:
-        raise RunnerError("max_msa_seqs must be a positive integer")
-    if not _is_int(read.num_recycles) or not 0 <= read.num_recycles <= MAX_NUM_RECYCLES:
-        raise RunnerError(f"num_recycles must be an integer from 0 to {MAX_NUM_RECYCLES}")
-    if not _is_int(read.num_models) or not 1 <= read.num_models <= len(MODEL_NUMBERS):
-        raise RunnerError(f"num_models must be an integer from 1 to {len(MODEL_NUMBERS)}")
-    if read.use_templates is None:
-        read = dataclasses.replace(read, use_templates=read.msa_mode == "mmseqs2_server")
-    if not isinstance(read.use_templates, bool):
-        raise RunnerError("use_templates must be true or false")
-    if read.use_templates and read.msa_mode != "mmseqs2_server":
-        raise RunnerError(TEMPLATES_NEED_SERVER)
-    if chains > 1 and read.model_preset != MULTIMER_PRESET:
-        raise RunnerError(f"{chains} chains need model_preset '{MULTIMER_PRESET}'")
-    if chains > 1 and read.msa_mode == "a3m":
-        raise RunnerError("msa_mode 'a3m' takes one chain; use mmseqs2_server or single_sequence")
-    return read
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _read_params(params: dict[str, Any]) -> AlphaFold2Params:
+    """The job's params as the runner uses them. Their rules (names, ranges, choices, defaults,
+    which go together: templates need the MSA server, several chains need multimer) are the
+    registry's and apps.jobs.catalog's alone, checked at submission; a direct call (a bench, a
+    test) gets the registry's defaults here."""
+    filled = MODELS["alphafold2"].params_with_defaults(params)
+    return AlphaFold2Params(**{name: filled.get(name) for name in _PARAM_NAMES})
 
 
 def _file_stem(name: str) -> str:

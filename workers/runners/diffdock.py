@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from rdkit import Chem
 
+from apps.jobs.registry import MODELS
 from workers.runners.base import JobInputs, OutputFile, ProgressCallback, RunnerError, RunResult
 from workers.runners.docking import (
     complex_pdb,
@@ -39,8 +40,6 @@ COMPLEX_NAME = "complex"
 CONFIDENCE_FILE = "confidence.json"
 POSES_FILE = "poses.sdf"
 LOG_FILE = "diffdock.log"
-DEFAULT_INFERENCE_STEPS = 20
-DEFAULT_SAMPLES = 10
 MAX_BATCH_SIZE = 10
 STDERR_LINES = 8
 _RANK_FILE = re.compile(r"^rank(\d+)_confidence(-?\d+(?:\.\d+)?)\.sdf$")
@@ -75,8 +74,11 @@ class DiffDockRunner:
         smiles, _molecule = read_ligand_smiles(
             inputs_sequence=inputs.sequence, params=inputs.params
         )
-        inference_steps = _int_param(inputs.params, "inference_steps", DEFAULT_INFERENCE_STEPS)
-        samples = _int_param(inputs.params, "samples_per_complex", DEFAULT_SAMPLES)
+        # Checked and filled in at submission (the registry's rules); a direct call gets its
+        # defaults here.
+        params = MODELS["diffdock"].params_with_defaults(inputs.params)
+        inference_steps = params["inference_steps"]
+        samples = params["samples_per_complex"]
         diffdock_dir = self._installation()
         stem = file_stem(inputs.name)
 
@@ -241,13 +243,6 @@ class DiffDockRunner:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
-
-
-def _int_param(params: dict[str, Any], name: str, default: int) -> int:
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RunnerError(f"{name} must be a positive integer")
-    return value
 
 
 def _last_lines(text: str) -> str:

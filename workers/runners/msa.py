@@ -15,7 +15,6 @@ cached next to the MSA, under the same key.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -32,13 +31,14 @@ from typing import Any
 
 import requests
 
+from apps.jobs.job_keys import MSA_MODE, msa_cache_path
 from workers.runners.base import RunnerError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MSA_SERVER_URL = "https://api.colabfold.com"
 # ColabFold's default search: UniRef30 plus the environmental databases, filtered.
-DEFAULT_MODE = "env"
+DEFAULT_MODE = MSA_MODE
 # The a3m files a result archive holds per mode, in the order ColabFold concatenates them.
 _A3M_FILES = {
     "env": ("uniref.a3m", "bfd.mgnify30.metaeuk30.smag30.a3m"),
@@ -123,8 +123,8 @@ class MsaClient:
     def cache_path(self, sequence: str) -> Path | None:
         if self.cache_dir is None:
             return None
-        digest = hashlib.sha256(f"{self.mode}:{sequence}".encode()).hexdigest()
-        return self.cache_dir / digest[:2] / f"{digest}.a3m"
+        # One key scheme, shared with the API's /v1/cache/check (apps.jobs.job_keys).
+        return msa_cache_path(self.cache_dir, sequence, self.mode)
 
     def _cache_entry(self, sequence: str, suffix: str) -> Path | None:
         path = self.cache_path(sequence)

@@ -29,6 +29,7 @@ from meeko import (
 from rdkit import Chem, rdBase
 from rdkit.Chem import AllChem
 
+from apps.jobs.registry import MODELS
 from workers.runners.base import JobInputs, OutputFile, ProgressCallback, RunnerError, RunResult
 from workers.runners.docking import (
     complex_pdb,
@@ -41,15 +42,11 @@ from workers.runners.docking import (
 CONFIDENCE_FILE = "confidence.json"
 POSES_FILE = "poses.sdf"
 RECEPTOR_FILE = "receptor.pdbqt"
-DEFAULT_EXHAUSTIVENESS = 8
-DEFAULT_NUM_POSES = 9
 # The default box covers the whole protein plus this margin, up to MAX_DEFAULT_BOX_SIZE per
 # side; a larger protein gets a box of that size around its centre (give a box to aim it).
 BOX_MARGIN = 10.0
 MAX_DEFAULT_BOX_SIZE = 30.0
 DEFAULT_BOX_SIZE_AROUND_CENTER = 20.0
-MAX_BOX_SIZE = 60.0
-MAX_SEED = 2**31 - 1
 _AXES = ("x", "y", "z")
 
 
@@ -199,40 +196,28 @@ class VinaRunner:
 
 
 def _read_params(params: dict[str, Any]) -> VinaParams:
-    center = _axes(params, "center")
-    size = _axes(params, "size")
-    if size is not None and not all(0 < value <= MAX_BOX_SIZE for value in size):
-        raise RunnerError(f"size_x, size_y and size_z must be above 0 and at most {MAX_BOX_SIZE}")
-    exhaustiveness = params.get("exhaustiveness", DEFAULT_EXHAUSTIVENESS)
-    if not _is_int(exhaustiveness) or not 1 <= exhaustiveness <= 32:
-        raise RunnerError("exhaustiveness must be an integer from 1 to 32")
-    num_poses = params.get("num_poses", DEFAULT_NUM_POSES)
-    if not _is_int(num_poses) or not 1 <= num_poses <= 20:
-        raise RunnerError("num_poses must be an integer from 1 to 20")
-    seed = params.get("seed")
+    """The job's params as Vina uses them. Their rules (ranges, defaults, the box's axes going
+    together) are the registry's and apps.jobs.catalog's alone: checked at submission; a direct
+    call (a bench, a test) gets the registry's defaults here."""
+    filled = MODELS["vina"].params_with_defaults(params)
+    seed = filled.get("seed")
     if seed is None:
         # Vina would draw its own seed and never report it; draw one here so the job records it.
-        seed = random.randint(1, MAX_SEED)
-    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
-        raise RunnerError(f"seed must be an integer from 0 to {MAX_SEED}")
+        seed = random.randint(1, int(MODELS["vina"].param("seed").maximum or 1))
     return VinaParams(
-        center=center, size=size, exhaustiveness=exhaustiveness, num_poses=num_poses, seed=seed
+        center=_axes(filled, "center"),
+        size=_axes(filled, "size"),
+        exhaustiveness=filled["exhaustiveness"],
+        num_poses=filled["num_poses"],
+        seed=seed,
     )
 
 
 def _axes(params: dict[str, Any], prefix: str) -> tuple[float, float, float] | None:
     values = [params.get(f"{prefix}_{axis}") for axis in _AXES]
-    if all(value is None for value in values):
-        return None
     if any(value is None for value in values):
-        raise RunnerError(f"give all of {prefix}_x, {prefix}_y and {prefix}_z, or none")
-    if not all(isinstance(value, int | float) and not isinstance(value, bool) for value in values):
-        raise RunnerError(f"{prefix}_x, {prefix}_y and {prefix}_z must be numbers (Å)")
+        return None
     return (float(values[0]), float(values[1]), float(values[2]))
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _box(

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0005_job_request_id'),
+        ('jobs', '0007_job_keys_and_result_reuse'),
     ]
 
     operations = [

@@ -1,0 +1,156 @@
+"""The model registry is the one definition of every model: /v1/models, validation and the
+OpenAPI document read it, and no runner keeps rules of its own."""
+
+import ast
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from apps.jobs.models import Job
+from apps.jobs.registry import MODELS
+from tests.api.test_openapi import openapi_document
+from tests.conftest import ESMFOLD_JOB
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAM_NAMES = {param.name for spec in MODELS.values() for param in spec.params}
+
+
+def test_models_lists_what_the_registry_declares(alice, settings):
+    settings.PHONOS_MAX_LENGTH = {**settings.PHONOS_MAX_LENGTH, "esmfold": 333}
+    listed = {model["id"]: model for model in alice.get("/v1/models").json()["models"]}
+    assert list(listed) == list(MODELS)
+    for spec in MODELS.values():
+        model = listed[spec.id]
+        assert model["params"] == spec.params_public()
+        assert model["params_schema"] == spec.params_json_schema()
+        assert model["outputs"] == spec.outputs.public()
+        assert (model["cost_credits"], model["input"]) == (spec.cost_credits, spec.input_kind)
+    assert listed["esmfold"]["max_sequence_length"] == 333
+    assert listed["vina"]["input"] == "ligand" and listed["esmfold"]["input"] == "protein"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        # 1-24, as the API always published (the runner once took 0 too).
+        ({"num_recycles": 0}, "params.num_recycles must be between 1 and 24"),
+        ({"num_recycles": 25}, "params.num_recycles must be between 1 and 24"),
+        ({"chunk_size": 4097}, "params.chunk_size must be between 1 and 4096"),
+        ({"recycles": 3}, "params.recycles is not a parameter of esmfold"),
+        ({"cache": "no"}, "params.cache must be true or false"),
+    ],
+)
+def test_validation_applies_the_registry_rules(alice, params, message):
+    response = alice.post("/v1/predict", {**ESMFOLD_JOB, "params": params})
+    assert response.status_code == 400
+    assert response.json()["message"].startswith(message)
+
+
+def test_a_job_stores_its_params_with_the_registry_defaults(alice):
+    job_id = alice.post("/v1/predict", ESMFOLD_JOB).json()["job_id"]
+    assert alice.get(f"/v1/jobs/{job_id}").json()["params"] == MODELS["esmfold"].defaults()
+
+
+def test_the_predict_request_documents_each_models_params():
+    schema = openapi_document()
+    predict = schema["components"]["schemas"]["PredictInputRequest"]["properties"]["params"]
+    assert predict["anyOf"] == [spec.params_json_schema() for spec in MODELS.values()]
+    esmfold = predict["anyOf"][0]["properties"]["num_recycles"]
+    assert (esmfold["minimum"], esmfold["maximum"], esmfold["default"]) == (1, 24, 4)
+
+
+def _rule_violations(path: Path) -> list[str]:
+    """Comparisons of a registry parameter with a number or a constant, and constants named
+    after one (DEFAULT_NUM_POSES, MAX_NUM_RECYCLES): a second copy of a registry rule."""
+    tree = ast.parse(path.read_text())
+    found = []
+
+    def names(node: ast.AST) -> set[str]:
+        seen = set()
+        for child in ast.walk(node):
+            if isinstance(child, ast.Name):
+                seen.add(child.id)
+            elif isinstance(child, ast.Attribute):
+                seen.add(child.attr)
+            elif isinstance(child, ast.Constant) and isinstance(child.value, str):
+                seen.add(child.value)
+        return seen
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            mentioned = set().union(*(names(operand) for operand in operands)) & PARAM_NAMES
+            # A bound (`<=` a number or a constant) or a set of choices (`in` a tuple or a
+            # constant); `==` a constant is dispatch on a value, not a rule.
+            ordering = any(isinstance(op, ast.Lt | ast.LtE | ast.Gt | ast.GtE) for op in node.ops)
+            membership = any(isinstance(op, ast.In | ast.NotIn) for op in node.ops)
+            constant = any(
+                (isinstance(operand, ast.Constant) and isinstance(operand.value, int | float))
+                or (isinstance(operand, ast.Name) and operand.id.isupper())
+                or isinstance(operand, ast.Tuple)
+                for operand in operands
+            )
+            bounded = constant and (ordering or membership)
+            if mentioned and bounded:
+                found.append(f"{path.name}:{node.lineno} compares {sorted(mentioned)}")
+        elif isinstance(node, ast.Assign) and node in tree.body:
+            for target in node.targets:
+                if isinstance(target, ast.Name) and any(
+                    target.id in (f"DEFAULT_{name.upper()}", f"MAX_{name.upper()}")
+                    or target.id == f"{name.upper()}S"
+                    for name in PARAM_NAMES
+                ):
+                    found.append(f"{path.name}:{node.lineno} defines {target.id}")
+    return found
+
+
+def test_each_parameter_rule_is_defined_once():
+    runners = sorted((ROOT / "workers" / "runners").glob("*.py"))
+    assert len(runners) >= 4
+    violations = [violation for path in runners for violation in _rule_violations(path)]
+    assert violations == []
+    # Only the registry declares parameters.
+    declaring = [
+        str(path.relative_to(ROOT))
+        for folder in ("apps", "workers", "phonos")
+        for path in (ROOT / folder).rglob("*.py")
+        if "Param(" in path.read_text() and "migrations" not in path.parts
+    ]
+    assert declaring == ["apps/jobs/registry.py"]
+
+
+def test_the_rule_scan_finds_a_second_copy(tmp_path):
+    copy = tmp_path / "runner.py"
+    copy.write_text(
+        "MAX_NUM_RECYCLES = 24\n"
+        "def read(params):\n"
+        "    if not 0 <= params['num_recycles'] <= MAX_NUM_RECYCLES:\n"
+        "        raise ValueError\n"
+        "    if params.msa_mode not in MSA_MODES:\n"
+        "        raise ValueError\n"
+        "    return params.model_preset == MULTIMER_PRESET\n"
+    )
+    assert len(_rule_violations(copy)) == 3
+
+
+def test_prefer_wait_past_the_per_process_bound_answers_at_once(alice, settings):
+    """No worker runs: a job stays pending, so a waiting request waits its whole N."""
+    settings.PHONOS_PREFER_WAIT_MAX_REQUESTS = 1
+    job = {**ESMFOLD_JOB, "params": {"cache": False}}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        waiting = pool.submit(alice.post, "/v1/predict", job, headers={"Prefer": "wait=4"})
+        deadline = time.monotonic() + 10
+        while Job.objects.count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the first request is now past its submit and waiting
+        started = time.perf_counter()
+        second = alice.post("/v1/predict", job, headers={"Prefer": "wait=4"})
+        assert time.perf_counter() - started < 2
+        assert "Preference-Applied" not in second.headers
+        assert second.json()["status"] == "pending"
+        first = waiting.result()
+    assert "Preference-Applied" not in first.headers and first.json()["status"] == "pending"
