@@ -239,7 +239,11 @@ def _account_secret_new(*, account_id: int) -> tuple[AccountWebhookSecret, str]:
 def account_webhook_secret_ensure(*, account_id: int) -> AccountWebhookSecret:
     """The account's secret, made on first use: a job's webhook may fire before its owner ever
     asked for the secret (they rotate it to see one)."""
+    existing = AccountWebhookSecret.objects.filter(account_id=account_id).first()
+    if existing is not None:
+        return existing
     candidate, _ = _account_secret_new(account_id=account_id)
+    # Two first attempts at once: get_or_create lets one create and the other read it.
     account_secret, _ = AccountWebhookSecret.objects.get_or_create(
         account_id=account_id,
         defaults={
