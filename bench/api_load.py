@@ -48,10 +48,12 @@ GUNICORN = ROOT / ".venv" / "bin" / "gunicorn"
 WRK_SCRIPT = ROOT / "bench" / "wrk.lua"
 
 PG = ["-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]
-DATABASE_NAME = "phonos_bench"
-DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}"
-REDIS_DB = 11
-REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB}"
+# Its own stores, so a run never touches another's: BENCH_DATABASE / BENCH_REDIS_DB (or
+# --database / --redis-db) move them, e.g. when test suites on the same box use DB 11.
+DATABASE_NAME = os.environ.get("BENCH_DATABASE", "phonos_bench")
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "11"))
+# --embedded: the quick-start default, SQLite in the run's directory and no Redis at all.
+EMBEDDED = False
 
 PREDICT_BODY = json.dumps(
     {"model": "esmfold", "sequence": "MGSSHHHHHHSSGLVPRGSHMASMTGGQQMGRGS", "name": "bench"}
@@ -59,6 +61,7 @@ PREDICT_BODY = json.dumps(
 # Large enough that neither credits, the per-key rate limit, the per-account active-job limit
 # nor the global queue capacity refuses a request during the run (PositiveIntegerField fits).
 UNLIMITED = 1_000_000_000
+LISTED_JOBS = 50
 
 ACCOUNT_SETUP = f"""
 import json
@@ -68,7 +71,12 @@ from apps.billing.services import account_open
 account = account_open(username="bench", email="bench@example.invalid", credits={UNLIMITED})
 Account.objects.filter(id=account.id).update(max_active_jobs={UNLIMITED}, max_key_rate_limit={UNLIMITED})
 created = api_key_create(account=account, name="bench", rate_limit_per_minute={UNLIMITED})
-print("BENCH_SETUP " + json.dumps({{"api_key": created.raw_key}}))
+# A second tenant whose jobs the GET scenarios read: its job count stays put while predict
+# piles jobs onto the first, so every round lists the same 50.
+reader = account_open(username="reader", email="reader@example.invalid", credits={UNLIMITED})
+Account.objects.filter(id=reader.id).update(max_active_jobs={UNLIMITED}, max_key_rate_limit={UNLIMITED})
+reading = api_key_create(account=reader, name="reader", rate_limit_per_minute={UNLIMITED})
+print("BENCH_SETUP " + json.dumps({{"api_key": created.raw_key, "reader_key": reading.raw_key}}))
 """
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -85,6 +93,7 @@ class Scenario:
     path: str
     body: str = ""
     authenticated: bool = True
+    reader: bool = False  # authenticates as the reading tenant
 
 
 @dataclass
@@ -136,6 +145,14 @@ def psql(sql: str, database: str = "postgres") -> str:
     return run(["psql", *PG, "-d", database, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql]).stdout
 
 
+def database_url() -> str:
+    return f"postgres://postgres@127.0.0.1:5432/{DATABASE_NAME}"
+
+
+def redis_url() -> str:
+    return f"redis://127.0.0.1:6379/{REDIS_DB}"
+
+
 def redis(command: list[str]) -> str:
     command = ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "-n", str(REDIS_DB), *command]
     return run(command).stdout.strip()
@@ -148,26 +165,29 @@ def server_environment(settings_module: str, var_dir: Path) -> dict[str, str]:
         "PHONOS_ENV": "development",
         "DEBUG": "false",
         "LOG_LEVEL": "WARNING",
-        "DATABASE_URL": DATABASE_URL,
-        "REDIS_URL": REDIS_URL,
+        "DATABASE_URL": "" if EMBEDDED else database_url(),
+        "REDIS_URL": "" if EMBEDDED else redis_url(),
         "PHONOS_VAR_DIR": str(var_dir),
         "PHONOS_QUEUE_CAPACITY": str(UNLIMITED),
     }
 
 
-def prepare_stores(var_dir: Path) -> str:
-    """A fresh phonos_bench database and an empty Redis DB 11; returns the bench API key."""
-    log(f"re-creating database {DATABASE_NAME} and flushing Redis DB {REDIS_DB}")
-    psql(f"DROP DATABASE IF EXISTS {DATABASE_NAME} WITH (FORCE)")
-    psql(f"CREATE DATABASE {DATABASE_NAME}")
-    redis(["FLUSHDB"])
+def prepare_stores(var_dir: Path) -> dict[str, str]:
+    """A fresh bench database and an empty Redis DB; returns the two bench API keys."""
+    if EMBEDDED:
+        log(f"SQLite in {var_dir}, no Redis")
+    else:
+        log(f"re-creating database {DATABASE_NAME} and flushing Redis DB {REDIS_DB}")
+        psql(f"DROP DATABASE IF EXISTS {DATABASE_NAME} WITH (FORCE)")
+        psql(f"CREATE DATABASE {DATABASE_NAME}")
+        redis(["FLUSHDB"])
     environment = server_environment("bench.settings", var_dir)
     run([str(PYTHON), "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=environment)
     output = run(
         [str(PYTHON), "manage.py", "shell", "-c", ACCOUNT_SETUP], cwd=ROOT, env=environment
     ).stdout
     line = next(line for line in output.splitlines() if line.startswith("BENCH_SETUP "))
-    return json.loads(line.removeprefix("BENCH_SETUP "))["api_key"]
+    return json.loads(line.removeprefix("BENCH_SETUP "))
 
 
 def free_port() -> int:
@@ -308,7 +328,15 @@ def wait_for_quiet_machine(max_wait: float) -> float:
 
 
 def usage_row_count() -> int:
-    return int(psql("SELECT count(*) FROM usage_usagerecord", DATABASE_NAME))
+    """Rows in the usage tables: one per request when each request inserts its own."""
+    if EMBEDDED:
+        return 0  # not counted in SQLite
+    tables = psql(
+        "SELECT string_agg(format('(SELECT count(*) FROM %I)', tablename), ' + ') "
+        "FROM pg_tables WHERE tablename LIKE 'usage\\_%'",
+        DATABASE_NAME,
+    ).strip()
+    return int(psql(f"SELECT {tables}", DATABASE_NAME)) if tables else 0
 
 
 def api(server: Server, method: str, path: str, api_key: str, body: str = "") -> dict:
@@ -349,9 +377,10 @@ def wrk(server: Server, scenario: Scenario, api_key: str, seconds: int, args):
 
 
 def measure(
-    servers: dict[str, Server], scenario: Scenario, round_number: int, api_key: str, args
+    servers: dict[str, Server], scenario: Scenario, round_number: int, keys: dict, args
 ) -> Measurement:
     server = servers[scenario.server]
+    api_key = keys["reader_key"] if scenario.reader else keys["api_key"]
     busy = wait_for_quiet_machine(args.quiet_wait)
     if busy > QUIET_BUSY:
         log(f"  the machine is still {100 * busy:.0f} % busy with other work; measuring anyway")
@@ -430,7 +459,8 @@ def report(
     bare_p50 = median_of(by_name["bare"], "p50_ms")
     connections = "kept alive" if args.keep_alive else "a new one for every request"
     lines = [
-        f"{started}; code {code}; {machine_description()}",
+        f"{started}; code {code}; {machine_description()}; "
+        + ("embedded: SQLite, no Redis" if EMBEDDED else "PostgreSQL and Redis"),
         f"gunicorn {args.worker_class}, {args.workers} workers x {args.threads} threads; "
         f"wrk 1 thread, {args.connections} connections ({connections}); "
         f"{args.duration} s per run after {args.warmup} s warm-up; "
@@ -497,6 +527,7 @@ def report(
 
 
 def main() -> int:
+    global DATABASE_NAME, REDIS_DB, EMBEDDED
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds measured per run")
     parser.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per run")
@@ -524,12 +555,22 @@ def main() -> int:
         help=f"measure a run again when other work used more than {CONTAMINATED_CORES} cores",
     )
     parser.add_argument("--json", type=Path, help="also write every run's figures here")
+    parser.add_argument(
+        "--database", default=DATABASE_NAME, help="PostgreSQL database, dropped and re-created"
+    )
+    parser.add_argument("--redis-db", type=int, default=REDIS_DB, help="Redis DB, flushed")
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="the quick-start default instead: SQLite in a temporary directory, no Redis",
+    )
     args = parser.parse_args()
+    DATABASE_NAME, REDIS_DB, EMBEDDED = args.database, args.redis_db, args.embedded
 
     preflight()
     started, code = time.strftime("%Y-%m-%d %H:%M %Z"), code_version()
     var_dir = Path(tempfile.mkdtemp(prefix="phonos-bench-"))
-    api_key = prepare_stores(var_dir)
+    keys = prepare_stores(var_dir)
     servers: dict[str, Server] = {}
     results: list[Measurement] = []
     try:
@@ -541,12 +582,32 @@ def main() -> int:
         servers["no_usage"] = Server("no_usage", "bench.settings_no_usage", var_dir, args)
         for server in servers.values():
             server.wait_ready()
-        job_id = api(servers["full"], "POST", "/v1/predict", api_key, PREDICT_BODY)["job_id"]
-        api(servers["full"], "GET", f"/v1/jobs/{job_id}", api_key)
+        reader = keys["reader_key"]
+        job_ids = [
+            api(servers["full"], "POST", "/v1/predict", reader, PREDICT_BODY)["job_id"]
+            for _ in range(LISTED_JOBS)
+        ]
+        job_id = job_ids[0]
+        api(servers["full"], "GET", f"/v1/jobs/{job_id}", reader)
+        listed = api(servers["full"], "GET", f"/v1/jobs?limit={LISTED_JOBS}", reader)["jobs"]
+        assert len(listed) == LISTED_JOBS, listed
         scenarios = [
             Scenario("bare", "full", "GET", "/bench/bare", authenticated=False),
-            Scenario("GET /v1/jobs/{id}", "full", "GET", f"/v1/jobs/{job_id}"),
-            Scenario("GET /v1/jobs/{id} (no usage)", "no_usage", "GET", f"/v1/jobs/{job_id}"),
+            Scenario("GET /v1/jobs/{id}", "full", "GET", f"/v1/jobs/{job_id}", reader=True),
+            Scenario(
+                "GET /v1/jobs/{id} (no usage)",
+                "no_usage",
+                "GET",
+                f"/v1/jobs/{job_id}",
+                reader=True,
+            ),
+            Scenario(
+                f"GET /v1/jobs?limit={LISTED_JOBS}",
+                "full",
+                "GET",
+                f"/v1/jobs?limit={LISTED_JOBS}",
+                reader=True,
+            ),
             Scenario("POST /v1/predict", "full", "POST", "/v1/predict", body=PREDICT_BODY),
         ]
         for round_number in range(1, args.rounds + 1):
@@ -554,7 +615,7 @@ def main() -> int:
                 log(f"round {round_number}/{args.rounds}: {scenario.name}")
                 attempts = []
                 for _ in range(1 + args.retries):
-                    attempts.append(measure(servers, scenario, round_number, api_key, args))
+                    attempts.append(measure(servers, scenario, round_number, keys, args))
                     log(
                         f"  {attempts[-1].rps:.0f} req/s, p50 {attempts[-1].p50_ms:.2f} ms, "
                         f"p99 {attempts[-1].p99_ms:.2f} ms; other work "
@@ -568,9 +629,10 @@ def main() -> int:
     finally:
         for server in servers.values():
             server.stop()
-        queued = redis(["DBSIZE"])
-        redis(["FLUSHDB"])
-        log(f"gunicorn stopped; purged Redis DB {REDIS_DB} ({queued} keys, the Celery queues)")
+        if not EMBEDDED:
+            queued = redis(["DBSIZE"])
+            redis(["FLUSHDB"])
+            log(f"gunicorn stopped; purged Redis DB {REDIS_DB} ({queued} keys, the Celery queues)")
         shutil.rmtree(var_dir, ignore_errors=True)
 
     if args.json:

@@ -526,3 +526,26 @@ PHONOS_METRICS_TOKEN = env_str("PHONOS_METRICS_TOKEN")
 PHONOS_MAX_STREAMS_PER_ACCOUNT = env_int("PHONOS_MAX_STREAMS_PER_ACCOUNT", 20, minimum=1)
 # A stream ends after this long with a `timeout` event; the client reconnects with Last-Event-ID.
 PHONOS_STREAM_MAX_SECONDS = env_int("PHONOS_STREAM_MAX_SECONDS", 3600, minimum=1)
+
+# --- API hot path (docs/benchmarks.md, docs/api.md) ----------------------------------------------
+# Usage counters wait in each API process at most this long before reaching Redis (they usually
+# ride along with the next request's rate-limit round trip sooner); a killed process loses them.
+PHONOS_USAGE_FLUSH_SECONDS = env_int("PHONOS_USAGE_FLUSH_SECONDS", 1, minimum=1)
+# The beat task that folds Redis's usage counters into PostgreSQL runs this often; with the
+# flush above it bounds how late a request shows in GET /v1/usage (documented: 60 s at most).
+PHONOS_USAGE_FOLD_SECONDS = env_int("PHONOS_USAGE_FOLD_SECONDS", 30, minimum=1)
+if PHONOS_USAGE_FLUSH_SECONDS + PHONOS_USAGE_FOLD_SECONDS > 60:
+    raise ImproperlyConfiguredEnv(
+        "PHONOS_USAGE_FLUSH_SECONDS + PHONOS_USAGE_FOLD_SECONDS must be at most 60 (the usage lag)"
+    )
+CELERY_BEAT_SCHEDULE["usage-fold"] = {
+    "task": "apps.usage.tasks.usage_fold",
+    "schedule": float(PHONOS_USAGE_FOLD_SECONDS),
+    "options": {"queue": "light", "expires": PHONOS_USAGE_FOLD_SECONDS},
+}
+# An API process reuses a key's lookup for at most this long. A revocation reaches every
+# process at its next request through Redis (apps.accounts.key_cache); without Redis, or while
+# it is down, this is how long a revoked key may still work (at most 5 s, docs/api.md).
+PHONOS_API_KEY_CACHE_SECONDS = env_int("PHONOS_API_KEY_CACHE_SECONDS", 5, minimum=0)
+if PHONOS_API_KEY_CACHE_SECONDS > 5:
+    raise ImproperlyConfiguredEnv("PHONOS_API_KEY_CACHE_SECONDS must be at most 5")

@@ -273,6 +273,10 @@ def seaweedfs(tmp_path_factory) -> Iterator[str]:
                 f"-s3.config={config}",
                 "-admin.ui=false",
                 "-webdav=false",
+                # Every test bucket is a collection with volumes of its own: small volumes, and
+                # room for many, or a long run ends with "no free volumes left".
+                "-master.volumeSizeLimitMB=64",
+                "-volume.max=2000",
             ],
             stdout=(workdir / "weed.log").open("w"),
             stderr=subprocess.STDOUT,
@@ -323,6 +327,15 @@ def s3_storage(seaweedfs, settings) -> Iterator[dict[str, str]]:
     get_storage.cache_clear()
     yield env
     get_storage.cache_clear()
+    # Give the bucket's volumes back to the shared server.
+    try:
+        bucket_objects = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for page in bucket_objects:
+            for item in page.get("Contents", []):
+                s3.delete_object(Bucket=bucket, Key=item["Key"])
+        s3.delete_bucket(Bucket=bucket)
+    except Exception:
+        pass  # a test that broke the store must not also fail its teardown
     for name, value in previous.items():
         if value is None:
             os.environ.pop(name, None)

@@ -1,6 +1,7 @@
 """Imports run one way (docs/architecture.md, "Import order"): a small AST check over the tree.
 
 - No module of `apps/` or `phonos/` imports `workers/` (workers call the apps, never back).
+- Runners import from `apps/` only pure modules: none imports Django at module level.
 - `apps/common` imports no domain app.
 - Domain apps import only the apps before them in `APP_ORDER`. An app's entry points (its HTTP
   APIs, views, URLs, admin and management commands) sit above every app's services and
@@ -80,6 +81,57 @@ def violations(root: Path = ROOT) -> list[str]:
 
 def test_imports_run_one_way() -> None:
     assert violations() == []
+
+
+def top_level_imports(path: Path) -> set[str]:
+    modules: set[str] = set()
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules.add(node.module)
+    return modules
+
+
+def impure_runner_imports(root: Path = ROOT) -> list[str]:
+    """Modules of apps/ that runners import, directly or through each other, and that import
+    Django (or DRF) at module level."""
+    found: list[str] = []
+    pending = sorted(
+        {
+            module
+            for path in python_files(root, "workers/runners")
+            for module in top_level_imports(path)
+            if module.startswith("apps.")
+        }
+    )
+    seen: set[str] = set()
+    while pending:
+        module = pending.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = root / (module.replace(".", "/") + ".py")
+        if not path.exists():
+            path = root / module.replace(".", "/") / "__init__.py"
+        imported = top_level_imports(path) if path.exists() else set()
+        found += [
+            f"{module} imports {name}"
+            for name in sorted(imported)
+            if name.split(".")[0] in ("django", "rest_framework")
+        ]
+        pending += [name for name in imported if name.startswith("apps.")]
+    return sorted(found)
+
+
+def test_runners_import_only_pure_app_modules(tmp_path: Path) -> None:
+    assert impure_runner_imports() == []
+    (tmp_path / "workers/runners").mkdir(parents=True)
+    (tmp_path / "apps/jobs").mkdir(parents=True)
+    (tmp_path / "workers/runners/boltz.py").write_text("from apps.jobs.chemistry import x\n")
+    (tmp_path / "apps/jobs/chemistry.py").write_text("from apps.jobs.models import Job\n")
+    (tmp_path / "apps/jobs/models.py").write_text("from django.db import models\n")
+    assert impure_runner_imports(tmp_path) == ["apps.jobs.models imports django.db"]
 
 
 def test_the_check_sees_each_kind_of_violation(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ CORE_WORKER_MODULES = [
     "workers.runners.base",
     "workers.runners.docking",
     "workers.runners.msa",
+    "workers.runners.scrub",
     "workers.execution",
     "workers.tasks",
 ]

@@ -6,6 +6,7 @@ from django.core import signing
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from apps.accounts.key_cache import credentials_changed
 from apps.accounts.keys import DISPLAY_PREFIX_LENGTH, generate_key, key_digest
 from apps.accounts.models import Account, ApiKey
 from apps.common.exceptions import InvalidInput, NotFound
@@ -133,6 +134,8 @@ def api_key_revoke(*, account: Account, key_id: int) -> ApiKey:
         raise NotFound(f"API key {key_id} not found")
     if not updated and api_key.revoked_at is None:
         raise InvalidInput(f"API key {key_id} could not be revoked")
+    if updated:
+        credentials_changed()  # API processes drop their cached lookups (key_cache)
     return api_key
 
 

@@ -24,6 +24,14 @@ class RateLimitedCredential(Protocol):
     rate_limit_per_minute: int
 
 
+@runtime_checkable
+class RevalidatingAuthenticator(Protocol):
+    """An authenticator that may have answered from a cache (accounts' ApiKeyAuthentication)
+    and checks it against the credentials version the rate limit read."""
+
+    def revalidate(self, request: Request, credentials_version: int | None) -> None: ...
+
+
 class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField(help_text="A short title, such as `Bad Request`")
     message = serializers.CharField(help_text="What went wrong, naming the offending field")
@@ -89,6 +97,11 @@ class PhonosApiView(APIView):
             return
         decision = rate_limit_hit(key_id=api_key.id, limit=api_key.rate_limit_per_minute)
         request.rate_limit = decision
+        # A cached key lookup is checked against the credentials version that came back with
+        # the rate limit (apps.accounts.key_cache): a revoked key answers 401 here.
+        authenticator = request.successful_authenticator
+        if isinstance(authenticator, RevalidatingAuthenticator):
+            authenticator.revalidate(request, decision.credentials_version)
         if not decision.allowed:
             raise TooManyRequests(
                 f"You have exceeded the rate limit of {decision.limit} requests per minute",

@@ -16,16 +16,21 @@ from functools import cache
 import redis
 from django.conf import settings
 
+from apps.common.counters import counters_drain, counters_queue, counters_restore
+
 logger = logging.getLogger(__name__)
 
 WINDOW_MS = 60_000
 
+# Also returns the credentials version (apps.accounts.key_cache), so a process learns of a
+# revocation in the round trip it makes anyway.
 _INCREMENT = """
 local current = redis.call('INCR', KEYS[1])
 if current == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
-return {current, ttl}
+return {current, ttl, redis.call('GET', KEYS[2])}
 """
+CREDENTIALS_VERSION_KEY = "phonos:credentials:version"
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class RateLimitDecision:
     limit: int
     remaining: int
     reset_seconds: int
+    # The credentials version Redis holds (None without Redis, or if it never changed).
+    credentials_version: int | None = None
 
     def headers(self) -> dict[str, str]:
         return {
@@ -68,11 +75,19 @@ _local_windows = _LocalWindows()
 
 
 def rate_limit_hit(*, key_id: int, limit: int) -> RateLimitDecision:
+    """Count one request against the key's window. With Redis, the usage counters that this
+    process has buffered (apps.common.counters) go in the same round trip."""
     bucket = f"phonos:ratelimit:{key_id}"
+    version = None
     if settings.REDIS_URL:
+        increments = counters_drain()
         try:
-            count, ttl_ms = redis_client().eval(_INCREMENT, 1, bucket, WINDOW_MS)
+            pipeline = redis_client().pipeline(transaction=False)
+            pipeline.eval(_INCREMENT, 2, bucket, CREDENTIALS_VERSION_KEY, WINDOW_MS)
+            counters_queue(pipeline, increments)
+            (count, ttl_ms, version), *_ = pipeline.execute()
         except redis.RedisError:
+            counters_restore(increments)
             logger.warning("Rate limiter unavailable; letting the request through")
             return RateLimitDecision(True, limit, limit, WINDOW_MS // 1000)
     else:
@@ -83,4 +98,5 @@ def rate_limit_hit(*, key_id: int, limit: int) -> RateLimitDecision:
         limit=limit,
         remaining=max(0, limit - count),
         reset_seconds=max(1, math.ceil(ttl_ms / 1000)),
+        credentials_version=int(version) if version is not None else None,
     )

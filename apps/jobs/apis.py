@@ -490,6 +490,8 @@ class ValidateApi(PhonosApiView):
         responses={200: OutputSerializer, **error_responses(400, 413, 415)},
     )
     def post(self, request: Request) -> Response:
+        # The account may come from the key cache, seconds old: read the balance itself.
+        request.user.refresh_from_db(fields=["credit_balance"])
         balance = request.user.credit_balance
         try:
             submission = submission_clean(request.data)

@@ -167,7 +167,9 @@ def clean_smiles(raw: Any, *, field_name: str) -> str:
     return smiles
 
 
-def clean_protein_pdb(raw: Any, *, spec: ModelSpec, field_name: str = "params.protein_pdb") -> str:
+def clean_protein_pdb(
+    raw: Any, *, spec: ModelSpec, field_name: str = "params.protein_pdb", limit_length: bool = True
+) -> str:
     if not isinstance(raw, str) or not raw.strip():
         raise InvalidInput(f"{field_name} must be the text of a PDB file")
     if "\n" not in raw.strip() and not raw.lstrip().startswith(("ATOM", "HETATM")):
@@ -192,11 +194,116 @@ def clean_protein_pdb(raw: Any, *, spec: ModelSpec, field_name: str = "params.pr
     )
     if residues == 0:
         raise InvalidInput(f"{field_name} contains no protein residues")
-    if residues > spec.max_length:
+    if limit_length and residues > spec.max_length:
         raise InvalidInput(
             f"{field_name} has {residues} residues; {spec.id} accepts at most {spec.max_length}"
         )
     return raw
+
+
+def _ligand_clean(text: str, *, field_name: str, file_format: str, require_3d: bool = False) -> Any:
+    """The molecule of a ligand file, read as the worker will read it (apps.jobs.chemistry)."""
+    from apps.jobs.chemistry import LigandFormatError, ligand_from_text
+
+    try:
+        molecule = ligand_from_text(text, file_format=file_format, require_3d=require_3d)
+    except LigandFormatError as error:
+        raise InvalidInput(f"{field_name}: {error}") from None
+    max_heavy = settings.PHONOS_MAX_LIGAND_HEAVY_ATOMS
+    if molecule.GetNumHeavyAtoms() > max_heavy:
+        raise InvalidInput(
+            f"{field_name} has {molecule.GetNumHeavyAtoms()} heavy atoms; a ligand may have at "
+            f"most {max_heavy}"
+        )
+    return molecule
+
+
+def _docking_clean(raw_sequence: Any, *, params: dict[str, Any], spec: ModelSpec) -> str:
+    """Check a docking request's ligand, receptor and pocket (the rules across params; each
+    param's own are the registry's); returns the job's `sequence`: the ligand as SMILES."""
+    from rdkit import Chem
+
+    from apps.jobs.chemistry import LIGAND_FILE_FORMATS
+
+    if raw_sequence == "":
+        raw_sequence = None
+    formats = [name for name in ("ligand_smiles", *LIGAND_FILE_FORMATS) if name in params]
+    if len(formats) > 1:
+        raise InvalidInput(f"give one ligand: params.{formats[0]} or params.{formats[1]}, not both")
+    if formats and formats[0] in LIGAND_FILE_FORMATS:
+        if raw_sequence is not None:
+            raise InvalidInput(f"give the ligand once: sequence or params.{formats[0]}, not both")
+        molecule = _ligand_clean(
+            params[formats[0]],
+            field_name=f"params.{formats[0]}",
+            file_format=LIGAND_FILE_FORMATS[formats[0]],
+        )
+        sequence = Chem.MolToSmiles(Chem.RemoveHs(molecule))
+    else:
+        ligand = params.get("ligand_smiles")
+        if ligand is None and raw_sequence is None:
+            raise InvalidInput(
+                "params.ligand_smiles (or sequence holding the ligand's SMILES, or "
+                "params.ligand_sdf, or params.ligand_mol2) is required"
+            )
+        sequence = clean_smiles(
+            ligand if ligand is not None else raw_sequence,
+            field_name="params.ligand_smiles" if ligand is not None else "sequence",
+        )
+        if ligand is not None and raw_sequence is not None:
+            if not isinstance(raw_sequence, str) or raw_sequence.strip() != sequence:
+                raise InvalidInput("sequence and params.ligand_smiles name different ligands")
+        params["ligand_smiles"] = sequence
+    if "protein_job_id" in params:
+        if "protein_pdb" in params:
+            raise InvalidInput("give params.protein_pdb or params.protein_job_id, not both")
+        params["protein_job_id"] = _clean_job_id(params["protein_job_id"])
+    elif "protein_pdb" in params:
+        params["protein_pdb"] = clean_protein_pdb(
+            params["protein_pdb"], spec=spec, limit_length=not spec.crops_receptor
+        )
+    else:
+        raise InvalidInput(
+            f"params.protein_pdb (or params.protein_job_id) is required for {spec.id}"
+        )
+    for box in ("center", "size"):
+        given = [axis for axis in "xyz" if f"{box}_{axis}" in params]
+        if given and len(given) < 3:
+            raise InvalidInput(f"params.{box}_x, {box}_y and {box}_z go together; give all three")
+    pockets = [
+        name
+        for name, given in (
+            ("center_x", "center_x" in params or "size_x" in params),
+            ("pocket_ligand_sdf", "pocket_ligand_sdf" in params),
+            ("pocket_residues", "pocket_residues" in params),
+        )
+        if given
+    ]
+    if len(pockets) > 1:
+        raise InvalidInput(f"give one pocket: params.{pockets[0]} or params.{pockets[1]}, not both")
+    if "pocket_ligand_sdf" in params:
+        _ligand_clean(
+            params["pocket_ligand_sdf"],
+            field_name="params.pocket_ligand_sdf",
+            file_format="sdf",
+            require_3d=True,
+        )
+    if "pocket_residues" in params and "protein_pdb" in params:
+        # A structure prediction's residues are checked by the worker, which reads it.
+        _pocket_residues_present(params["pocket_residues"], protein_pdb=params["protein_pdb"])
+    return sequence
+
+
+def _pocket_residues_present(residues: list[str], *, protein_pdb: str) -> None:
+    import gemmi
+
+    from apps.jobs.chemistry import residues_missing
+
+    missing = residues_missing(gemmi.read_pdb_string(protein_pdb), residues)
+    if missing:
+        raise InvalidInput(
+            f"params.pocket_residues: {', '.join(missing[:5])} not in params.protein_pdb"
+        )
 
 
 def clean_params(raw: Any, *, spec: ModelSpec) -> dict[str, Any]:
@@ -274,37 +381,7 @@ def submission_clean(data: Any) -> CleanedSubmission:
     common = common_params_clean(data.get("params"))
 
     if spec.type == "docking":
-        raw_sequence = data.get("sequence")
-        ligand = params.get("ligand_smiles")
-        if ligand is None and raw_sequence is None:
-            raise InvalidInput(
-                "params.ligand_smiles (or sequence, holding the ligand's SMILES) is required"
-            )
-        ligand = clean_smiles(
-            ligand if ligand is not None else raw_sequence,
-            field_name="params.ligand_smiles" if ligand is not None else "sequence",
-        )
-        both_given = params.get("ligand_smiles") is not None and raw_sequence not in (None, "")
-        if both_given and (not isinstance(raw_sequence, str) or raw_sequence.strip() != ligand):
-            raise InvalidInput("sequence and params.ligand_smiles name different ligands")
-        if "protein_job_id" in params:
-            if "protein_pdb" in params:
-                raise InvalidInput("give params.protein_pdb or params.protein_job_id, not both")
-            params["protein_job_id"] = _clean_job_id(params["protein_job_id"])
-        elif "protein_pdb" in params:
-            params["protein_pdb"] = clean_protein_pdb(params["protein_pdb"], spec=spec)
-        else:
-            raise InvalidInput(
-                f"params.protein_pdb (or params.protein_job_id) is required for {spec.id}"
-            )
-        for box in ("center", "size"):
-            given = [axis for axis in "xyz" if f"{box}_{axis}" in params]
-            if given and len(given) < 3:
-                raise InvalidInput(
-                    f"params.{box}_x, {box}_y and {box}_z go together; give all three"
-                )
-        params["ligand_smiles"] = ligand
-        sequence = ligand
+        sequence = _docking_clean(data.get("sequence"), params=params, spec=spec)
     else:
         if "sequence" not in data:
             raise InvalidInput("sequence is required")

@@ -17,6 +17,7 @@ plus one runner module (docs/architecture.md, "Adding a model").
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -35,7 +36,8 @@ _JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", 
 class Param:
     """One model parameter, as Cog's `Input(...)`: its type, default, bounds and meaning.
 
-    `minimum`/`maximum` bound a number's value, a string's length, or a list's item count."""
+    `minimum`/`maximum` bound a number's value, a string's length, or a list's item count. A
+    list holds strings, each matching `item_pattern` (described to people as `item_format`)."""
 
     name: str
     kind: type
@@ -45,6 +47,8 @@ class Param:
     choices: tuple[str, ...] = ()
     required: bool = False
     description: str = ""
+    item_pattern: str = ""
+    item_format: str = ""
 
     def check(self, value: Any) -> Any:
         """The value, checked and converted (an int given for a float becomes a float)."""
@@ -70,6 +74,24 @@ class Param:
                 raise InvalidInput(f"{label} must be one of: {', '.join(self.choices)}")
             if self.maximum is not None and len(value) > self.maximum:
                 raise InvalidInput(f"{label} must be at most {int(self.maximum)} characters")
+        elif self.kind is list:
+            value = self._check_list(value, label)
+        return value
+
+    def _check_list(self, value: Any, label: str) -> list[str]:
+        # One string of items separated by commas or spaces also does: what a form field sends.
+        if isinstance(value, str):
+            value = [item for item in re.split(r"[\s,]+", value) if item]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise InvalidInput(f"{label} must be a list of strings")
+        if not self._in_range(len(value)):
+            raise InvalidInput(
+                f"{label} must hold {int(self.minimum or 0)} to {int(self.maximum or 0)} items"
+            )
+        if self.item_pattern:
+            bad = [item for item in value if not re.fullmatch(self.item_pattern, item)]
+            if bad:
+                raise InvalidInput(f"{label}: {bad[0]!r} is not {self.item_format}")
         return value
 
     def _in_range(self, value: float) -> bool:
@@ -86,6 +108,7 @@ class Param:
             **({"maximum": self.maximum} if self.maximum is not None else {}),
             **({"choices": list(self.choices)} if self.choices else {}),
             "required": self.required,
+            **({"item_pattern": self.item_pattern} if self.item_pattern else {}),
             **({"description": self.description} if self.description else {}),
         }
 
@@ -93,7 +116,10 @@ class Param:
         """The rule as a JSON Schema property, for the OpenAPI document."""
         schema: dict[str, Any] = {"type": _JSON_TYPES[self.kind]}
         if self.kind is list:
-            schema["items"] = {"type": "string"}
+            schema["items"] = {
+                "type": "string",
+                **({"pattern": self.item_pattern} if self.item_pattern else {}),
+            }
         bounds = (
             ("minLength", "maxLength")
             if self.kind is str
@@ -181,6 +207,9 @@ class ModelSpec:
     params: tuple[Param, ...] = ()
     # Several chains in one `sequence` (`A:B` or FASTA); `max_length` bounds all of them together.
     max_chains: int = 1
+    # A docking model that crops the receptor to its search box: `max_length` bounds the
+    # cropped receptor, which only the worker knows (its runner option `max_residues`).
+    crops_receptor: bool = False
     length_pricing: LengthPricing | None = None
 
     @property
@@ -304,11 +333,37 @@ def _diffdock_options(settings: Any) -> dict[str, Any]:
     }
 
 
+def _vina_options(settings: Any) -> dict[str, Any]:
+    # Vina's length limit bounds the receptor cropped to the box, known only on the worker.
+    return {"max_residues": settings.PHONOS_MAX_LENGTH["vina"]}
+
+
 _STRUCTURE_SUMMARY = ("mean_plddt", "ptm", "samples", "best_sample")
+# Ligand and reference-ligand files as text: a drug-like molecule is a few kB; this bounds what
+# a request can hold.
+_LIGAND_FILE_CHARS = 100_000
 _DOCKING_RECEPTOR = (
     Param("protein_pdb", str, None, description="The receptor: the text of a PDB file"),
     Param("protein_job_id", str, None, description=PROTEIN_JOB_ID_HELP),
+)
+# The ligand as SMILES, SDF or MOL2 text (one of them): what both docking models, and NVIDIA's
+# DiffDock service, take. apps.jobs.chemistry reads the files, at submission and on the worker.
+_DOCKING_LIGAND = (
     Param("ligand_smiles", str, None, description="The ligand as SMILES"),
+    Param(
+        "ligand_sdf",
+        str,
+        None,
+        maximum=_LIGAND_FILE_CHARS,
+        description="The ligand as SDF (MOL) text, instead of SMILES",
+    ),
+    Param(
+        "ligand_mol2",
+        str,
+        None,
+        maximum=_LIGAND_FILE_CHARS,
+        description="The ligand as Tripos MOL2 text (with its hydrogens), instead of SMILES",
+    ),
 )
 
 MODELS: dict[str, ModelSpec] = {
@@ -426,6 +481,7 @@ MODELS: dict[str, ModelSpec] = {
             ),
             params=(
                 *_DOCKING_RECEPTOR,
+                *_DOCKING_LIGAND,
                 Param("inference_steps", int, 20, 10, 40, description="Reverse diffusion steps"),
                 Param("samples_per_complex", int, 10, 1, 40, description="Poses sampled"),
             ),
@@ -441,7 +497,9 @@ MODELS: dict[str, ModelSpec] = {
             default_time_limit=30 * 60,
             queue="vina",
             runner="workers.runners.vina.VinaRunner",
+            runner_options=_vina_options,
             weights_version="vina-1.2",
+            crops_receptor=True,
             outputs=Outputs(
                 primary="PDB of the receptor with the best pose",
                 content_type="chemical/x-pdb",
@@ -450,6 +508,45 @@ MODELS: dict[str, ModelSpec] = {
             ),
             params=(
                 *_DOCKING_RECEPTOR,
+                *_DOCKING_LIGAND,
+                Param("ph", float, 7.4, 0, 14, description="Ligand protonation pH"),
+                Param(
+                    "keep_hetero",
+                    bool,
+                    False,
+                    description="Keep metal ions and cofactors (known residue names) in the "
+                    "receptor",
+                ),
+                # The pocket: a reference ligand, lining residues, or the box itself (one of
+                # them); none: the box around the whole receptor.
+                Param(
+                    "pocket_ligand_sdf",
+                    str,
+                    None,
+                    maximum=_LIGAND_FILE_CHARS,
+                    description="A reference ligand (SDF, 3D): its bounding box plus "
+                    "pocket_margin is the box",
+                ),
+                Param(
+                    "pocket_residues",
+                    list,
+                    None,
+                    1,
+                    100,
+                    item_pattern=r"^[A-Za-z0-9]{1,4}:-?\d{1,5}[A-Za-z]?$",
+                    item_format="a residue: write CHAIN:NUMBER, e.g. 'A:45'",
+                    description='Residues lining the pocket, e.g. ["A:45", "A:112"] (or one '
+                    "string, separated by commas); their bounding box plus pocket_margin is the "
+                    "box",
+                ),
+                Param(
+                    "pocket_margin",
+                    float,
+                    5.0,
+                    0,
+                    20,
+                    description="Å added on each side of a pocket from a ligand or residues",
+                ),
                 *(
                     Param(f"center_{axis}", float, None, -9999, 9999, description="Box centre, Å")
                     for axis in "xyz"
@@ -457,6 +554,20 @@ MODELS: dict[str, ModelSpec] = {
                 *(
                     Param(f"size_{axis}", float, None, 1, 60, description="Box side, Å")
                     for axis in "xyz"
+                ),
+                Param(
+                    "scoring",
+                    str,
+                    "vina",
+                    choices=("vina", "vinardo"),
+                    description="Scoring function; each pose is also scored by the other",
+                ),
+                Param(
+                    "ranking",
+                    str,
+                    "consensus",
+                    choices=("consensus", "score"),
+                    description="Pose order: mean rank under vina and vinardo, or the score alone",
                 ),
                 Param("exhaustiveness", int, 8, 1, 32, description="Search effort"),
                 Param("num_poses", int, 9, 1, 20, description="Ranked poses returned"),

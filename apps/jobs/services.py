@@ -63,9 +63,14 @@ def _job_webhook_emit(*, job: Job, event: str) -> None:
     )
 
 
-def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
+def job_enqueue(*, job_id: uuid.UUID, model: str, marked: bool = False) -> bool:
     """Publish the job's task. A broker that is down is logged, not raised: the sweeper
-    re-enqueues pending jobs whose task never arrived."""
+    re-enqueues pending jobs whose task never arrived.
+
+    `marked`: the job was created with `enqueued_at` already set, so that a submission commits
+    once; only a failed publish writes then, clearing the mark so the sweeper's next pass
+    publishes it. (A process killed between that commit and the publish leaves the mark: the
+    sweeper's lost-message pass publishes it after PHONOS_REPUBLISH_AFTER_SECONDS.)"""
     time_limit = MODELS[model].time_limit
     if not task_publish(
         RUN_JOB_TASK,
@@ -76,8 +81,11 @@ def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
         soft_time_limit=time_limit,
         time_limit=time_limit + settings.PHONOS_HARD_LIMIT_GRACE_SECONDS,
     ):
+        if marked:
+            Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=None)
         return False
-    Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=timezone.now())
+    if not marked:
+        Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=timezone.now())
     return True
 
 
@@ -301,9 +309,14 @@ def job_submit(
             )
     _queue_capacity_check(new_jobs=1)
     job = _job_create(
-        account=account, api_key=api_key, submission=submission, job_id=uuid.uuid4(), key=key
+        account=account,
+        api_key=api_key,
+        submission=submission,
+        job_id=uuid.uuid4(),
+        key=key,
+        enqueued_at=timezone.now(),  # published on commit: one commit (job_enqueue's `marked`)
     )
-    transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
+    transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model, marked=True))
     return job
 
 

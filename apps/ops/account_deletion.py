@@ -18,13 +18,14 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
+from apps.accounts.key_cache import credentials_changed
 from apps.accounts.models import Account, ApiKey, User
 from apps.billing.services import credits_forfeit
 from apps.common.exceptions import ApplicationError
 from apps.jobs.models import IdempotencyRecord, Job
 from apps.jobs.services import job_cancel
 from apps.jobs.storage import get_storage
-from apps.usage.models import UsageRecord
+from apps.usage.models import UsageCounter
 from apps.webhooks.models import Webhook
 
 logger = logging.getLogger(__name__)
@@ -90,11 +91,12 @@ def account_delete(*, account: Account) -> AccountDeletion:
                 amount=forfeited,
                 description="Account deleted: remaining credits forfeited",
             )
-        UsageRecord.objects.filter(account=locked).delete()
+        UsageCounter.objects.filter(account=locked).delete()
         IdempotencyRecord.objects.filter(account=locked).delete()
         Webhook.objects.filter(account=locked).delete()
         _count, per_model = Job.objects.filter(account=locked).delete()
         ApiKey.objects.filter(account=locked).delete()
+        credentials_changed()  # API processes drop their cached lookups of these keys
         User.objects.filter(account=locked).delete()
         Account.objects.filter(id=locked.id).update(
             username=f"{TOMBSTONE_PREFIX}{locked.id}",

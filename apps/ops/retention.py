@@ -7,8 +7,9 @@ What goes, and when (docs/operations.md):
   and pending jobs stay whatever their age, since their streams replay them.
 - Finished webhook deliveries, with their attempts, after PHONOS_WEBHOOK_DELIVERY_RETENTION_DAYS
   (apps.webhooks.services.webhook_deliveries_prune); pending ones are never dropped.
-- `UsageRecord` after PHONOS_RETENTION_USAGE_DAYS (at least 90: `/v1/usage` answers at most 90
-  days, and `by_model` is counted from jobs, not from these rows).
+- `UsageCounter` rows of days older than PHONOS_RETENTION_USAGE_DAYS (at least 90: `/v1/usage`
+  answers at most 90 days, and `by_model` is counted from jobs, not from these rows), and the
+  `UsageFold` records of folds over a day old (the next fold deletes a folded claim at once).
 
 Each batch is its own short statement, so pruning a large backlog never holds long locks; the
 beat task and `phonos_prune` run the same function and may run at the same time harmlessly.
@@ -22,7 +23,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from apps.jobs.models import IdempotencyRecord, Job, JobEvent
-from apps.usage.models import UsageRecord
+from apps.usage.models import UsageCounter, UsageFold
 from apps.webhooks.services import webhook_deliveries_prune
 
 
@@ -58,9 +59,10 @@ def retention_prune(*, now: datetime | None = None, batch_size: int | None = Non
         job__status__in=Job.TERMINAL,
         created_at__lt=now - timedelta(days=settings.PHONOS_RETENTION_JOB_EVENTS_DAYS),
     )
-    usage = UsageRecord.objects.filter(
-        created_at__lt=now - timedelta(days=settings.PHONOS_RETENTION_USAGE_DAYS)
+    usage = UsageCounter.objects.filter(
+        date__lt=(now - timedelta(days=settings.PHONOS_RETENTION_USAGE_DAYS)).date()
     )
+    folds = UsageFold.objects.filter(folded_at__lt=now - timedelta(days=1))
     deliveries = 0
     while pruned := webhook_deliveries_prune():
         deliveries += pruned
@@ -68,5 +70,6 @@ def retention_prune(*, now: datetime | None = None, batch_size: int | None = Non
         idempotency_records=_delete_in_batches(idempotency, batch_size=batch_size),
         job_events=_delete_in_batches(events, batch_size=batch_size),
         webhook_deliveries=deliveries,
-        usage_records=_delete_in_batches(usage, batch_size=batch_size),
+        usage_records=_delete_in_batches(usage, batch_size=batch_size)
+        + _delete_in_batches(folds, batch_size=batch_size),
     )

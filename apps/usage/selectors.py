@@ -1,36 +1,36 @@
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Avg, Count, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from apps.accounts.models import Account
 from apps.jobs.models import Job
-from apps.usage.models import UsageRecord
+from apps.usage.models import UsageCounter
 
 
 def usage_summary(*, account: Account, days: int) -> dict[str, Any]:
-    """Requests and credits over the last `days` days.
+    """Requests and credits over the last `days` days (from the whole UTC day `days` days ago:
+    the counters are daily).
 
-    Request counts, latency and credits per endpoint come from the request log; `by_model`
+    Request counts, latency and credits per endpoint come from the usage counters; `by_model`
     counts jobs submitted per model, with the credits they cost net of refunds.
     """
     end = timezone.now()
     start = end - timedelta(days=days)
-    records = UsageRecord.objects.filter(account=account, created_at__gte=start)
-    totals = records.aggregate(
-        requests=Count("id"), credits_used=Sum("credits"), avg=Avg("latency_ms")
+    counters = UsageCounter.objects.filter(account=account, date__gte=start.date())
+    totals = counters.aggregate(
+        requests=Sum("requests"), credits_used=Sum("credits"), latency=Sum("latency_ms_sum")
     )
+    requests = totals["requests"] or 0
     by_endpoint = (
-        records.values("endpoint")
-        .annotate(requests=Count("id"), credits_used=Sum("credits"))
+        counters.values("endpoint")
+        .annotate(requests=Sum("requests"), credits_used=Sum("credits"))
         .order_by("-requests", "endpoint")
     )
     daily = (
-        records.annotate(date=TruncDate("created_at"))
-        .values("date")
-        .annotate(requests=Count("id"), credits_used=Sum("credits"))
+        counters.values("date")
+        .annotate(requests=Sum("requests"), credits_used=Sum("credits"))
         .order_by("date")
     )
     jobs = Job.objects.filter(account=account, created_at__gte=start)
@@ -49,10 +49,12 @@ def usage_summary(*, account: Account, days: int) -> dict[str, Any]:
             "end_date": end.date().isoformat(),
         },
         "totals": {
-            "requests": totals["requests"],
+            "requests": requests,
             "credits_used": totals["credits_used"] or 0,
             "credits_refunded": refunded,
-            "avg_response_time_ms": round(totals["avg"] or 0.0, 1),
+            "avg_response_time_ms": round((totals["latency"] or 0.0) / requests, 1)
+            if requests
+            else 0.0,
         },
         "by_endpoint": [
             {

@@ -1,18 +1,170 @@
+"""Usage counters: requests, credits and latency per key, endpoint, model and UTC day.
+
+With Redis a request's increments go to one hash (through apps.common.counters, in the rate
+limit's round trip) and `usage_fold` adds that hash to `UsageCounter` rows: it RENAMEs the hash
+to a claim, adds the claim in one transaction that also records it (UsageFold), then deletes
+it. A fold that dies before committing leaves the claim for the next one; one that dies after
+committing leaves a recorded claim, which the next one deletes without adding it again.
+Without Redis (the embedded default) each request adds to its row directly.
+"""
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import date
+
+import redis
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from apps.accounts.models import ApiKey
+from apps.common.counters import PENDING_HASH, counters_add
+from apps.common.ratelimit import redis_client
 from apps.common.request_usage import RequestUsage
-from apps.usage.models import UsageRecord
+from apps.usage.models import UsageCounter, UsageFold
+
+logger = logging.getLogger(__name__)
+
+CLAIMS_SET = "phonos:usage:claims"
+CLAIM_PREFIX = "phonos:usage:claim:"
+# Hash fields are "<account>|<key>|<date>|<endpoint>|<model>|<metric>"; no endpoint route or
+# model id contains "|".
+SEPARATOR = "|"
+REQUESTS, CREDITS, LATENCY_US = "n", "c", "l"
+
+
+@dataclass
+class _Row:
+    account_id: int
+    api_key_id: int
+    date: date
+    endpoint: str
+    model: str
+    requests: int = 0
+    credits: int = 0
+    latency_ms_sum: float = 0.0
 
 
 def usage_record(
     *, usage: RequestUsage, endpoint: str, method: str, status_code: int, latency_ms: float
-) -> UsageRecord:
-    """One authenticated request's record: `usage` carries what the request itself reported."""
-    return UsageRecord.objects.create(
-        account_id=usage.account_id,
-        api_key_id=usage.api_key_id,
-        endpoint=endpoint,
-        method=method,
-        status_code=status_code,
-        latency_ms=round(latency_ms, 3),
-        credits=usage.credits,
-        model=usage.model,
+) -> None:
+    """Count one authenticated request; `usage` carries what the request itself reported."""
+    if usage.account_id is None or usage.api_key_id is None:
+        return
+    today = timezone.now().date()
+    if not settings.REDIS_URL:
+        _counters_upsert(
+            [
+                _Row(
+                    usage.account_id,
+                    usage.api_key_id,
+                    today,
+                    endpoint,
+                    usage.model,
+                    1,
+                    usage.credits,
+                    latency_ms,
+                )
+            ]
+        )
+        return
+    base = SEPARATOR.join(
+        [str(usage.account_id), str(usage.api_key_id), today.isoformat(), endpoint, usage.model]
     )
+    increments = {f"{base}|{REQUESTS}": 1, f"{base}|{LATENCY_US}": round(latency_ms * 1000)}
+    if usage.credits:
+        increments[f"{base}|{CREDITS}"] = usage.credits
+    counters_add(increments)
+
+
+def usage_fold() -> int:
+    """Add every pending and left-over claimed hash to the counters; returns the requests added."""
+    if not settings.REDIS_URL:
+        return 0
+    try:
+        return _fold(redis_client())
+    except redis.RedisError:
+        logger.warning("Could not fold usage counters; the next fold will", exc_info=True)
+        return 0
+
+
+def _fold(client: redis.Redis) -> int:
+    claim = f"{CLAIM_PREFIX}{uuid.uuid4().hex}"
+    # Named before the RENAME, so a fold that dies between the two leaves a name the next
+    # one finds (and folds, empty, harmlessly) rather than a claimed hash nobody knows of.
+    client.sadd(CLAIMS_SET, claim)
+    try:
+        client.rename(PENDING_HASH, claim)
+    except redis.ResponseError:
+        pass  # nothing pending
+    added = 0
+    for name in sorted(member.decode() for member in client.smembers(CLAIMS_SET)):
+        added += _claim_fold(client, name)
+    return added
+
+
+def _claim_fold(client: redis.Redis, claim: str) -> int:
+    rows = _rows_parse(client.hgetall(claim))
+    try:
+        with transaction.atomic():
+            # First, so a second fold of the same claim waits here and then fails, whole.
+            UsageFold.objects.create(claim=claim)
+            # A deleted account's keys are deleted with it: what its last requests counted
+            # must not bring its usage back after the deletion.
+            keys = {row.api_key_id for row in rows}
+            existing = set(ApiKey.objects.filter(id__in=keys).values_list("id", flat=True))
+            _counters_upsert([row for row in rows if row.api_key_id in existing])
+    except IntegrityError:
+        rows = []  # folded already, by a fold that died before deleting it or one running now
+    client.delete(claim)
+    client.srem(CLAIMS_SET, claim)
+    return sum(row.requests for row in rows)
+
+
+def _rows_parse(fields: dict[bytes, bytes]) -> list[_Row]:
+    rows: dict[tuple, _Row] = {}
+    for raw_field, raw_value in fields.items():
+        account, key, day, endpoint, model, metric = raw_field.decode().split(SEPARATOR)
+        identity = (int(account), int(key), date.fromisoformat(day), endpoint, model)
+        row = rows.setdefault(identity, _Row(*identity))
+        value = int(raw_value)
+        if metric == REQUESTS:
+            row.requests += value
+        elif metric == CREDITS:
+            row.credits += value
+        elif metric == LATENCY_US:
+            row.latency_ms_sum += value / 1000
+    return [rows[identity] for identity in sorted(rows)]  # one lock order for every fold
+
+
+def _counters_upsert(rows: list[_Row]) -> None:
+    if not rows:
+        return
+    table = UsageCounter._meta.db_table
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
+    parameters = [
+        value
+        for row in rows
+        for value in (
+            row.account_id,
+            row.api_key_id,
+            row.date,
+            row.endpoint,
+            row.model,
+            row.requests,
+            row.credits,
+            row.latency_ms_sum,
+        )
+    ]
+    # Adds rather than sets, which the ORM's bulk_create(update_conflicts=...) cannot say.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (account_id, api_key_id, date, endpoint, model, requests, "
+            f"credits, latency_ms_sum) VALUES {values} "
+            "ON CONFLICT (account_id, date, api_key_id, endpoint, model) DO UPDATE SET "
+            f"requests = {table}.requests + excluded.requests, "
+            f"credits = {table}.credits + excluded.credits, "
+            f"latency_ms_sum = {table}.latency_ms_sum + excluded.latency_ms_sum",
+            parameters,
+        )

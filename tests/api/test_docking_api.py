@@ -3,7 +3,9 @@ against an earlier structure prediction (`params.protein_job_id`), tenant by ten
 
 from pathlib import Path
 
+import posebusters
 import pytest
+from rdkit import Chem
 
 from apps.jobs.models import Job
 from apps.jobs.services import job_complete, job_start
@@ -110,3 +112,98 @@ def test_an_unfinished_or_non_fold_job_cannot_give_the_protein(alice):
     docking = vina(alice, protein_pdb=PROTEIN_PDB).json()["job_id"]
     message = assert_error(vina(alice, protein_job_id=docking), 400)["message"]
     assert "no structure prediction job" in message
+
+
+POSEBUSTERS = Path(posebusters.__file__).parent / "datasets" / "pdb"
+ETHANOL_MOL2 = (Path(__file__).parents[1] / "data" / "ethanol.mol2").read_text()
+# MOL2 without hydrogens reads as radicals: refused rather than docked as wrong chemistry.
+ETHANOL_WITHOUT_HYDROGENS = """@<TRIPOS>MOLECULE
+ethanol
+ 3 2 0 0 0
+SMALL
+NO_CHARGES
+
+@<TRIPOS>ATOM
+      1 C1          0.0000    0.0000    0.0000 C.3     1  LIG1        0.0000
+      2 C2          1.5200    0.0000    0.0000 C.3     1  LIG1        0.0000
+      3 O1          2.0300    1.3400    0.0000 O.3     1  LIG1        0.0000
+@<TRIPOS>BOND
+     1     1     2    1
+     2     2     3    1
+"""
+
+
+def posebusters_files(name: str) -> tuple[str, str]:
+    folder = POSEBUSTERS / name
+    return (
+        (folder / f"{name}_protein_one_lig_removed.pdb").read_text(),
+        (folder / f"{name}_ligand.sdf").read_text(),
+    )
+
+
+def docking(client, model: str = "vina", **params):
+    return client.post("/v1/predict", json={"model": model, "params": params})
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"ph": 15}, "params.ph"),
+        ({"scoring": "dock6"}, "params.scoring"),
+        ({"keep_hetero": "yes"}, "params.keep_hetero"),
+        ({"pocket_margin": 30}, "params.pocket_margin"),
+        ({"pocket_residues": ["A45"]}, "params.pocket_residues"),
+        ({"pocket_residues": ["A:999"]}, "params.pocket_residues"),
+        ({"pocket_residues": [45]}, "params.pocket_residues"),
+        ({"pocket_residues": []}, "params.pocket_residues"),
+        ({"pocket_ligand_sdf": "not a molecule"}, "params.pocket_ligand_sdf"),
+        ({"pocket_residues": ["A:5"], "center_x": 1, "center_y": 2, "center_z": 3}, "pocket"),
+        ({"ligand_sdf": "garbage\n\n"}, "params.ligand_sdf"),
+        ({"ligand_mol2": ETHANOL_WITHOUT_HYDROGENS}, "params.ligand_mol2"),
+        ({"ligand_mol2": "x" * 100_001}, "params.ligand_mol2"),
+        ({"ligand_mol2": ETHANOL_MOL2, "ligand_smiles": "CCO"}, "not both"),
+    ],
+)
+def test_bad_docking_params_answer_400(alice, params, field):
+    file_given = "ligand_sdf" in params or "ligand_mol2" in params
+    ligand = {} if file_given else {"ligand_smiles": "CCO"}
+    response = docking(alice, protein_pdb=PROTEIN_PDB, **ligand, **params)
+    assert field in assert_error(response, 400)["message"]
+    assert alice.balance() == 1000
+
+
+def test_a_2d_pocket_ligand_is_refused(alice):
+    flat = Chem.MolToMolBlock(Chem.MolFromSmiles("c1ccccc1O"))
+    response = vina(alice, protein_pdb=PROTEIN_PDB, pocket_ligand_sdf=flat)
+    assert "no 3D coordinates" in assert_error(response, 400)["message"]
+
+
+@pytest.mark.parametrize("model", ["vina", "diffdock"])
+def test_ligands_as_sdf_or_mol2_are_stored_with_their_smiles(alice, model):
+    protein, crystal = posebusters_files("1uou")
+    from_sdf = docking(alice, model, protein_pdb=PROTEIN_PDB, ligand_sdf=crystal)
+    assert from_sdf.status_code == 200, from_sdf.text
+    job = Job.objects.get(id=from_sdf.json()["job_id"])
+    assert Chem.CanonSmiles(job.sequence) == Chem.CanonSmiles(
+        Chem.MolToSmiles(Chem.MolFromMolBlock(crystal))
+    )
+    assert "ligand_smiles" not in job.params
+    from_mol2 = docking(alice, model, protein_pdb=PROTEIN_PDB, ligand_mol2=ETHANOL_MOL2)
+    assert from_mol2.status_code == 200, from_mol2.text
+    assert Job.objects.get(id=from_mol2.json()["job_id"]).sequence == "CCO"
+
+
+def test_vina_takes_a_large_receptor_with_a_pocket_and_diffdock_does_not(alice):
+    protein, crystal = posebusters_files("1of6")  # 2,770 residues; the limit is 2,000
+    accepted = docking(alice, ligand_smiles="CCO", protein_pdb=protein, pocket_ligand_sdf=crystal)
+    assert accepted.status_code == 200, accepted.text
+    refused = docking(alice, "diffdock", ligand_smiles="CCO", protein_pdb=protein)
+    assert "accepts at most 2000" in assert_error(refused, 400)["message"]
+
+
+def test_pocket_residues_and_defaults_are_kept(alice):
+    response = vina(alice, protein_pdb=PROTEIN_PDB, pocket_residues="A:5, A:9")
+    assert response.status_code == 200, response.text
+    params = Job.objects.get(id=response.json()["job_id"]).params
+    assert params["pocket_residues"] == ["A:5", "A:9"]
+    assert (params["ph"], params["scoring"], params["keep_hetero"]) == (7.4, "vina", False)

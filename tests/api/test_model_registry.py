@@ -2,6 +2,7 @@
 OpenAPI document read it, and no runner keeps rules of its own."""
 
 import ast
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -48,6 +49,60 @@ def test_validation_applies_the_registry_rules(alice, params, message):
     response = alice.post("/v1/predict", {**ESMFOLD_JOB, "params": params})
     assert response.status_code == 400
     assert response.json()["message"].startswith(message)
+
+
+VINA_JOB = {
+    "model": "vina",
+    "params": {
+        "protein_pdb": (ROOT / "tests" / "data" / "helix_hairpin.pdb").read_text(),
+        "ligand_smiles": "CCO",
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"pocket_residues": []}, "params.pocket_residues must hold 1 to 100 items"),
+        (
+            {"pocket_residues": [f"A:{number}" for number in range(101)]},
+            "params.pocket_residues must hold 1 to 100 items",
+        ),
+        ({"pocket_residues": ["A45"]}, "params.pocket_residues: 'A45' is not a residue"),
+        ({"pocket_residues": "A:5, A45"}, "params.pocket_residues: 'A45' is not a residue"),
+        ({"pocket_residues": [5]}, "params.pocket_residues must be a list of strings"),
+        ({"pocket_residues": {"A": 5}}, "params.pocket_residues must be a list of strings"),
+        ({"ph": 14.5}, "params.ph must be between 0 and 14"),
+        ({"pocket_margin": 21}, "params.pocket_margin must be between 0 and 20"),
+        ({"keep_hetero": 1}, "params.keep_hetero must be true or false"),
+        ({"scoring": "dock6"}, "params.scoring must be one of: vina, vinardo"),
+        ({"ranking": "best"}, "params.ranking must be one of: consensus, score"),
+        (
+            {"pocket_ligand_sdf": "x" * 100_001},
+            "params.pocket_ligand_sdf must be at most 100000 characters",
+        ),
+        ({"ligand_mol2": "x" * 100_001}, "params.ligand_mol2 must be at most 100000 characters"),
+    ],
+)
+def test_docking_params_follow_the_registry_rules(alice, params, message):
+    response = alice.post("/v1/predict", {**VINA_JOB, "params": {**VINA_JOB["params"], **params}})
+    assert response.status_code == 400
+    assert response.json()["message"].startswith(message)
+
+
+def test_a_list_param_publishes_its_bounds_and_item_format(settings):
+    pocket = MODELS["vina"].param("pocket_residues")
+    schema = pocket.json_schema()
+    assert (schema["type"], schema["minItems"], schema["maxItems"]) == ("array", 1, 100)
+    assert schema["items"]["pattern"] == pocket.public()["item_pattern"] == pocket.item_pattern
+    pattern = schema["items"]["pattern"]
+    assert re.search(pattern, "A:45") and re.search(pattern, "B:-3a")
+    assert not re.search(pattern, "A45") and not re.search(pattern, "A:45 ")
+    assert pocket.check("A:5, A:9 B:7") == ["A:5", "A:9", "B:7"]
+    # Vina's length limit bounds the cropped receptor: the worker's runner option, from settings.
+    settings.PHONOS_MAX_LENGTH = {**settings.PHONOS_MAX_LENGTH, "vina": 77}
+    assert MODELS["vina"].runner_options(settings) == {"max_residues": 77}
+    assert MODELS["vina"].crops_receptor and not MODELS["diffdock"].crops_receptor
 
 
 def test_a_job_stores_its_params_with_the_registry_defaults(alice):

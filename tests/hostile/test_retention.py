@@ -18,11 +18,13 @@ from django.utils import timezone
 
 from apps.accounts.models import Account, ApiKey, User
 from apps.billing.models import LedgerEntry
+from apps.common.counters import counters_flush
 from apps.jobs.catalog import submission_clean
 from apps.jobs.models import IdempotencyRecord, Job, JobEvent
 from apps.jobs.services import job_complete, job_start, job_submit
 from apps.jobs.storage import get_storage
-from apps.usage.models import UsageRecord
+from apps.usage.models import UsageCounter
+from apps.usage.services import usage_fold
 from apps.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
 from tests.conftest import ESMFOLD_JOB, S3_ACCESS_KEY, S3_SECRET_KEY
 from tests.hostile.test_bounds import _webhook
@@ -71,15 +73,14 @@ def _tables(account: Account) -> dict:
     WebhookDelivery.objects.filter(id=deliveries["new"].id).update(finished_at=timezone.now())
 
     for days in (91, 89):
-        UsageRecord.objects.create(
+        UsageCounter.objects.create(
             account=account,
-            api_key=api_key,
+            api_key_id=api_key.id,
+            date=(timezone.now() - timedelta(days=days)).date(),
             endpoint=f"/v1/{days}",
-            method="GET",
-            status_code=200,
-            latency_ms=1.0,
+            requests=1,
+            latency_ms_sum=1.0,
         )
-        _age(UsageRecord.objects.filter(endpoint=f"/v1/{days}"), days=days)
     return {
         "running": running,
         "recent_event": recent_event,
@@ -98,7 +99,7 @@ def _assert_pruned(rows: dict) -> None:
     kept = {rows["deliveries"]["new"].id, rows["deliveries"]["pending"].id}
     assert set(WebhookDelivery.objects.values_list("id", flat=True)) == kept
     assert set(WebhookAttempt.objects.values_list("delivery_id", flat=True)) == kept
-    assert list(UsageRecord.objects.values_list("endpoint", flat=True)) == ["/v1/89"]
+    assert list(UsageCounter.objects.values_list("endpoint", flat=True)) == ["/v1/89"]
 
 
 def test_phonos_prune_deletes_what_is_past_retention_in_batches(alice):
@@ -122,7 +123,7 @@ def test_the_beat_task_prunes_on_the_light_queue(alice, start_worker):
     rows = _tables(alice.account)
     start_worker(queues="light", beat=True, PHONOS_RETENTION_INTERVAL_SECONDS="1")
     deadline = time.monotonic() + 30
-    while UsageRecord.objects.count() != 1 or IdempotencyRecord.objects.count() != 1:
+    while UsageCounter.objects.count() != 1 or IdempotencyRecord.objects.count() != 1:
         assert time.monotonic() < deadline, "the retention task never ran"
         time.sleep(0.2)
     _assert_pruned(rows)
@@ -130,15 +131,14 @@ def test_the_beat_task_prunes_on_the_light_queue(alice, start_worker):
 
 def test_usage_answers_at_most_90_days(alice):
     api_key = alice.account.api_keys.get()
-    UsageRecord.objects.create(
+    UsageCounter.objects.create(
         account=alice.account,
-        api_key=api_key,
+        api_key_id=api_key.id,
+        date=(timezone.now() - timedelta(days=95)).date(),
         endpoint="/v1/old",
-        method="GET",
-        status_code=200,
-        latency_ms=1.0,
+        requests=1,
+        latency_ms_sum=1.0,
     )
-    _age(UsageRecord.objects.all(), days=95)
     body = alice.get("/v1/usage", params={"days": 90}).json()
     assert "/v1/old" not in {row["endpoint"] for row in body["by_endpoint"]}
     assert alice.get("/v1/usage", params={"days": 91}).status_code == 400
@@ -217,7 +217,9 @@ def test_deleting_an_account_removes_its_data_and_keeps_the_books(
     _webhook(account)
     charlie_job = charlie.post("/v1/predict", json=ESMFOLD_JOB).json()["job_id"]
     assert _s3_keys(s3_storage, f"accounts/{account.id}/")
-    assert UsageRecord.objects.filter(account=account).exists()
+    counters_flush()  # the requests above, counted in Redis until the beat task folds them
+    usage_fold()
+    assert UsageCounter.objects.filter(account=account).exists()
 
     password = "a long enough password 7"
     session = _dashboard_session(live_server, client, account, password)
@@ -238,7 +240,7 @@ def test_deleting_an_account_removes_its_data_and_keeps_the_books(
     assert not User.objects.filter(account_id=account.id).exists()
     assert not Job.objects.filter(account_id=account.id).exists()
     assert not Webhook.objects.filter(account_id=account.id).exists()
-    assert not UsageRecord.objects.filter(account_id=account.id).exists()
+    assert not UsageCounter.objects.filter(account_id=account.id).exists()
     tombstone = Account.objects.get(id=account.id)
     assert "alice" not in tombstone.username and "alice" not in tombstone.email
     assert tombstone.credit_balance == 0

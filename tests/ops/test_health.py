@@ -3,7 +3,7 @@
 import pytest
 import requests
 
-from apps.usage.models import UsageRecord
+from apps.usage.models import UsageCounter
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,7 +30,7 @@ def test_ready_checks_every_component(live_server, settings, tmp_path):
     assert body["status"] == "ready"
     assert set(body["components"]) == {"database", "redis", "object_store"}
     assert all(part["status"] == "ok" for part in body["components"].values())
-    assert UsageRecord.objects.count() == 0
+    assert UsageCounter.objects.count() == 0
 
 
 def test_ready_names_redis_when_it_cannot_be_reached(live_server, settings, tmp_path):

@@ -9,16 +9,18 @@ import zipfile
 from pathlib import Path
 
 import gemmi
+import posebusters
 import pytest
 from rdkit import Chem
 
 from tests.workers.fake_diffdock import fake_diffdock
 from workers.runners import JobInputs, RunnerError
 from workers.runners.diffdock import DiffDockRunner
+from workers.runners.vina import VinaRunner
 
 PROTEIN_PDB = (Path(__file__).parents[1] / "data" / "helix_hairpin.pdb").read_text()
 LIGAND = "Oc1ccc2ccccc2c1"  # 2-naphthol
-FAST_VINA = {"exhaustiveness": 2, "num_poses": 3, "seed": 11}
+FAST_VINA = {"exhaustiveness": 2, "num_poses": 3, "seed": 11, "ranking": "score"}
 
 
 def wait_for_status(client, job_id: str, statuses: set[str], timeout: float = 180) -> dict:
@@ -223,3 +225,230 @@ def test_a_missing_diffdock_installation_names_the_settings(tmp_path):
         DiffDockRunner().load()
     with pytest.raises(RunnerError, match="not a DiffDock checkout"):
         DiffDockRunner(diffdock_dir=str(tmp_path)).load()
+
+
+POSEBUSTERS = Path(posebusters.__file__).parent / "datasets" / "pdb"
+ETHANOL_MOL2 = (Path(__file__).parents[1] / "data" / "ethanol.mol2").read_text()
+QUICK = {"exhaustiveness": 1, "num_poses": 3, "seed": 3}
+
+
+def complex_files(name: str) -> tuple[str, str]:
+    folder = POSEBUSTERS / name
+    return (
+        (folder / f"{name}_protein_one_lig_removed.pdb").read_text(),
+        (folder / f"{name}_ligand.sdf").read_text(),
+    )
+
+
+def run_vina(tmp_path: Path, params: dict, sequence: str = "", **options):
+    return VinaRunner(**options).run(
+        inputs=JobInputs(sequence=sequence, name="dock", params={**QUICK, **params}),
+        workdir=tmp_path / "work",
+        progress=lambda stage, fraction: None,
+    )
+
+
+class NetworkUse:
+    """Records every outgoing connection attempt of this process (Python's audit events): a
+    receptor preparation must never download a residue template."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.attempts: list[tuple] = []
+        sys.addaudithook(self._hook)
+
+    def _hook(self, event: str, args: tuple) -> None:
+        if self.active and event in {"socket.connect", "socket.getaddrinfo", "urllib.Request"}:
+            self.attempts.append((event, args))
+
+
+NETWORK = NetworkUse()
+
+
+@pytest.mark.slow
+def test_keep_hetero_keeps_1ia1s_nadph_with_a_local_template_and_no_download(tmp_path):
+    protein, crystal = complex_files("1ia1")
+    NETWORK.active = True
+    try:
+        result = run_vina(
+            tmp_path,
+            {
+                "protein_pdb": protein,
+                "ligand_smiles": "Nc1nc(N)c2c(Sc3ccccc3)cccc2n1",
+                "pocket_ligand_sdf": crystal,
+                "keep_hetero": True,
+            },
+        )
+    finally:
+        NETWORK.active = False
+    assert NETWORK.attempts == []
+    receptor = result.summary["receptor"]
+    assert "B:195 NDP" in receptor["kept_hetero"]
+    assert not any("NDP" in item["residue"] for item in receptor["dropped"])
+    pdbqt = (tmp_path / "work" / "receptor.pdbqt").read_text()
+    assert sum(1 for line in pdbqt.splitlines() if line[17:20] == "NDP") >= 48
+    # The box is the crystal ligand's bounding box plus 5 Å on each side.
+    positions = Chem.MolFromMolBlock(crystal).GetConformer().GetPositions()
+    box = result.metadata["params"]["box"]
+    expected = positions.max(axis=0) - positions.min(axis=0) + 10
+    assert box["size"] == pytest.approx(expected.tolist(), abs=1e-3)
+
+
+@pytest.mark.slow
+def test_without_keep_hetero_the_cofactor_is_dropped_and_said_why(tmp_path):
+    protein, _crystal = complex_files("1ia1")
+    result = run_vina(
+        tmp_path,
+        {
+            "protein_pdb": protein,
+            "ligand_smiles": "Nc1nc(N)c2c(Sc3ccccc3)cccc2n1",
+            "pocket_residues": ["B:31", "B:62", "B:112"],
+        },
+    )
+    receptor = result.summary["receptor"]
+    assert receptor["kept_hetero"] == []
+    assert {"residue": "B:195 NDP", "reason": "hetero residue (keep_hetero is false)"} in (
+        receptor["dropped"]
+    )
+    assert receptor["crop"]["residues_before"] == 384
+    assert 0 < receptor["crop"]["residues_kept"] < 384
+    residues = gemmi.read_pdb_string(protein)[0]
+    pocket = [residues["B"][str(number)][0] for number in (31, 62, 112)]
+    centre = [
+        (
+            min(atom.pos.tolist()[axis] for r in pocket for atom in r)
+            + max(atom.pos.tolist()[axis] for r in pocket for atom in r)
+        )
+        / 2
+        for axis in range(3)
+    ]
+    assert result.metadata["params"]["box"]["center"] == pytest.approx(centre, abs=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_1of6_is_cropped_to_its_pocket_and_docks_through_the_api(alice, start_worker, s3_storage):
+    protein, crystal = complex_files("1of6")
+    start_worker(queues="vina", **s3_storage)
+    submitted = alice.post(
+        "/v1/predict",
+        json={
+            "model": "vina",
+            "params": {
+                "protein_pdb": protein,
+                "ligand_sdf": crystal,
+                "pocket_ligand_sdf": crystal,
+                **QUICK,
+            },
+        },
+    )
+    assert submitted.status_code == 200, submitted.text
+    job_id = submitted.json()["job_id"]
+    job = wait_for_status(alice, job_id, {"completed", "failed"})
+    assert job["status"] == "completed", job["error"]
+    summary = alice.get(f"/v1/jobs/{job_id}/results").json()["summary"]
+    crop = summary["receptor"]["crop"]
+    assert crop["residues_before"] == 2770
+    assert crop["residues_kept"] < 400
+    assert crop["residues_cropped"] == 2770 - crop["residues_kept"]
+    assert summary["ligand"]["source"] == "sdf"
+    assert summary["warnings"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_cropped_receptor_over_the_limit_fails_and_refunds(alice, start_worker, s3_storage):
+    protein, crystal = complex_files("1of6")
+    start_worker(queues="vina", PHONOS_MAX_LENGTH_VINA="50", **s3_storage)
+    submitted = alice.post(
+        "/v1/predict",
+        json={
+            "model": "vina",
+            "params": {
+                "protein_pdb": protein,
+                "ligand_smiles": "CCO",
+                "pocket_ligand_sdf": crystal,
+            },
+        },
+    )
+    # The API's limit (2,000 in the test settings) is not the worker's: only the worker crops.
+    assert submitted.status_code == 200, submitted.text
+    job = wait_for_status(alice, submitted.json()["job_id"], {"completed", "failed"})
+    assert job["status"] == "failed"
+    assert "within 10 Å of the box" in job["error"] and "at most 50" in job["error"]
+    assert alice.balance() == 1000
+
+
+@pytest.mark.slow
+def test_mol2_and_sdf_ligands_dock_with_their_own_chemistry(tmp_path):
+    from_mol2 = run_vina(
+        tmp_path / "mol2", {"protein_pdb": PROTEIN_PDB, "ligand_mol2": ETHANOL_MOL2}
+    )
+    assert from_mol2.summary["ligand"]["source"] == "mol2"
+    assert from_mol2.summary["ligand"]["smiles"] == "CCO"
+    # The file has hydrogens: its protonation is the user's.
+    assert any("protonation was kept" in warning for warning in from_mol2.summary["warnings"])
+    _protein, crystal = complex_files("1uou")
+    from_sdf = run_vina(tmp_path / "sdf", {"protein_pdb": PROTEIN_PDB, "ligand_sdf": crystal})
+    assert from_sdf.summary["ligand"]["source"] == "sdf"
+    poses = sdf_poses((tmp_path / "sdf" / "work" / "poses.sdf").read_text())
+    assert poses[0].GetNumHeavyAtoms() == Chem.MolFromMolBlock(crystal).GetNumHeavyAtoms()
+
+
+@pytest.mark.slow
+def test_an_undefined_stereocentre_is_warned_and_a_defined_one_is_not(tmp_path):
+    racemic = run_vina(
+        tmp_path / "a", {"protein_pdb": PROTEIN_PDB, "ligand_smiles": "CC(N)CC(=O)O"}
+    )
+    assert any("undefined stereocentre" in warning for warning in racemic.summary["warnings"])
+    # pH 7.4: the amine protonated, the acid deprotonated.
+    protonated = racemic.summary["ligand"]["protonated_smiles"]
+    assert "[NH3+]" in protonated and "[O-]" in protonated
+    chiral = run_vina(
+        tmp_path / "b", {"protein_pdb": PROTEIN_PDB, "ligand_smiles": "C[C@H](N)CC(=O)O"}
+    )
+    assert chiral.summary["warnings"] == []
+
+
+@pytest.mark.slow
+def test_vinardo_scores_and_rescores_under_vina(tmp_path):
+    result = run_vina(
+        tmp_path, {"protein_pdb": PROTEIN_PDB, "ligand_smiles": LIGAND, "scoring": "vinardo"}
+    )
+    assert result.summary["scoring"] == "vinardo"
+    samples = result.summary["samples"]
+    assert all("vina_score" in sample for sample in samples)
+    # The default ranking: mean rank under both functions, ties by the docking function.
+    assert result.summary["ranking"] == "consensus"
+    by_score = sorted(range(len(samples)), key=lambda i: samples[i]["affinity_kcal_mol"])
+    by_vina = sorted(range(len(samples)), key=lambda i: samples[i]["vina_score"])
+    mean = [(by_score.index(i) + by_vina.index(i)) / 2 for i in range(len(samples))]
+    assert mean == sorted(mean)
+
+
+@pytest.mark.slow
+def test_a_flexible_ring_gets_several_starting_conformers(tmp_path):
+    result = run_vina(
+        tmp_path, {"protein_pdb": PROTEIN_PDB, "ligand_smiles": "OC1CCC(CC1)N1CCOCC1"}
+    )
+    assert result.summary["ligand"]["start_conformers"] > 1
+    aromatic = run_vina(tmp_path / "flat", {"protein_pdb": PROTEIN_PDB, "ligand_smiles": LIGAND})
+    assert aromatic.summary["ligand"]["start_conformers"] == 1
+
+
+def test_diffdock_takes_an_sdf_ligand_and_reports_position_confidence(tmp_path):
+    runner = DiffDockRunner(
+        diffdock_dir=str(fake_diffdock(tmp_path / "DiffDock")), python=sys.executable
+    )
+    _protein, crystal = complex_files("1uou")
+    result = runner.run(
+        inputs=JobInputs(
+            sequence="",
+            name="pose",
+            params={"protein_pdb": PROTEIN_PDB, "ligand_sdf": crystal, "samples_per_complex": 3},
+        ),
+        workdir=tmp_path / "work",
+        progress=lambda stage, fraction: None,
+    )
+    assert result.summary["position_confidence"] == [0.25, 0.0, -0.25]
+    assert result.summary["ligand_source"] == "sdf"

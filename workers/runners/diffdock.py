@@ -1,5 +1,6 @@
-"""DiffDock, driven through its own command line: a protein PDB and a ligand SMILES in, ranked
-poses with DiffDock's confidence scores out.
+"""DiffDock, driven through its own command line: a protein PDB and a ligand (SMILES, SDF or
+MOL2; no pocket: DiffDock searches the whole protein) in, ranked poses with DiffDock's
+confidence scores out.
 
 DiffDock is not a package: it runs from a checkout of its repository with its own Python
 environment (PHONOS_DIFFDOCK_DIR, PHONOS_DIFFDOCK_PYTHON; docs/docking.md says how to install
@@ -28,7 +29,7 @@ from workers.runners.docking import (
     complex_pdb,
     file_stem,
     protein_pdb_text,
-    read_ligand_smiles,
+    read_ligand,
     read_protein,
 )
 from workers.runners.scrub import server_paths_scrub
@@ -71,9 +72,10 @@ class DiffDockRunner:
 
     def run(self, *, inputs: JobInputs, workdir: Path, progress: ProgressCallback) -> RunResult:
         protein = read_protein(inputs.params)
-        smiles, _molecule = read_ligand_smiles(
-            inputs_sequence=inputs.sequence, params=inputs.params
-        )
+        ligand = read_ligand(inputs_sequence=inputs.sequence, params=inputs.params)
+        # DiffDock builds its own conformers from SMILES; an SDF or MOL2 ligand goes in as the
+        # SMILES of the molecule it describes (bond orders and stereo kept).
+        smiles = ligand.smiles
         # Checked and filled in at submission (the registry's rules); a direct call gets its
         # defaults here.
         params = MODELS["diffdock"].params_with_defaults(inputs.params)
@@ -144,6 +146,10 @@ class DiffDockRunner:
             "num_poses": len(samples_out),
             "samples": samples_out,
             "best_sample": 0,
+            # As NVIDIA's DiffDock service answers: one confidence per pose, in pose order.
+            "position_confidence": [sample["confidence"] for sample in samples_out],
+            "ligand_source": ligand.source,
+            "warnings": ligand.warnings,
         }
         poses_path = workdir / POSES_FILE
         writer = Chem.SDWriter(str(poses_path))

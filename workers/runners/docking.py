@@ -4,18 +4,77 @@ complex PDB (protein plus the top pose) that a docking job serves as its downloa
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 import gemmi
 from rdkit import Chem, RDLogger
 
+from apps.jobs.chemistry import LIGAND_FILE_FORMATS, LigandFormatError, ligand_from_text
 from workers.runners.base import RunnerError
 
 LIGAND_RESIDUE = "LIG"
 
 
-def read_protein(params: dict[str, Any]) -> gemmi.Structure:
-    """The protein of a docking job from `params.protein_pdb` (the PDB text)."""
+@dataclass(frozen=True)
+class Ligand:
+    smiles: str
+    # Hydrogens as given (none for SMILES); from SDF/MOL2 with the file's bond orders and 3D
+    # stereo.
+    molecule: Chem.Mol
+    source: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def undefined_stereo_warnings(molecule: Chem.Mol) -> list[str]:
+    """A warning per stereocentre or stereo double bond the input leaves undefined: the docked
+    ligand then has one stereoisomer picked at random."""
+    warnings = []
+    for info in Chem.FindPotentialStereo(Chem.RemoveHs(molecule)):
+        if info.specified != Chem.StereoSpecified.Unspecified:
+            continue
+        if info.type == Chem.StereoType.Atom_Tetrahedral:
+            warnings.append(
+                f"undefined stereocentre at atom {info.centeredOn + 1}: one configuration was "
+                "docked; give it in the SMILES (@/@@) to choose"
+            )
+        elif info.type == Chem.StereoType.Bond_Double:
+            warnings.append(
+                f"undefined double-bond stereo at bond {info.centeredOn + 1}: one isomer was "
+                "docked; give it in the SMILES (/ and \\) to choose"
+            )
+    return warnings
+
+
+def read_ligand(*, inputs_sequence: str, params: dict[str, Any]) -> Ligand:
+    """The ligand of a docking job: params.ligand_sdf, params.ligand_mol2, or a SMILES
+    (params.ligand_smiles, else the job's sequence)."""
+    for name, file_format in LIGAND_FILE_FORMATS.items():
+        text = params.get(name)
+        if text is not None:
+            try:
+                molecule = ligand_from_text(text, file_format=file_format)
+            except LigandFormatError as error:
+                raise RunnerError(f"{name}: {error}") from None
+            smiles = Chem.MolToSmiles(Chem.RemoveHs(molecule))
+            return Ligand(
+                smiles=smiles,
+                molecule=molecule,
+                source=file_format,
+                warnings=undefined_stereo_warnings(molecule),
+            )
+    smiles, molecule = read_ligand_smiles(inputs_sequence=inputs_sequence, params=params)
+    return Ligand(
+        smiles=smiles,
+        molecule=molecule,
+        source="smiles",
+        warnings=undefined_stereo_warnings(molecule),
+    )
+
+
+def read_protein(params: dict[str, Any], *, keep_hetero: bool = False) -> gemmi.Structure:
+    """The protein of a docking job from `params.protein_pdb` (the PDB text). Waters always go;
+    other hetero residues go too unless `keep_hetero` (the receptor preparation decides)."""
     text = params.get("protein_pdb")
     if not isinstance(text, str) or not text.strip():
         raise RunnerError("protein_pdb is required: the text of the protein's PDB file")
@@ -26,7 +85,10 @@ def read_protein(params: dict[str, Any]) -> gemmi.Structure:
     structure.setup_entities()
     if len(structure) == 0 or structure[0].count_atom_sites() == 0:
         raise RunnerError("protein_pdb contains no atoms")
-    structure.remove_ligands_and_waters()
+    if keep_hetero:
+        structure.remove_waters()
+    else:
+        structure.remove_ligands_and_waters()
     structure.remove_empty_chains()
     if structure[0].count_atom_sites() == 0:
         raise RunnerError("protein_pdb contains no protein atoms")

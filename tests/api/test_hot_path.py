@@ -1,0 +1,215 @@
+"""The API hot path's shortcuts against a real gunicorn (2 gthread workers, as scripts/serve
+runs it): cached key lookups stop at revocation within the documented bound, usage counters
+reach GET /v1/usage within the documented lag, a fold survives its own crash, and killing
+the API outright loses at most the buffered usage window and never a credit."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+from django.conf import settings
+from django.db.models import Sum
+
+from apps.accounts.services import api_key_revoke
+from apps.billing.models import LedgerEntry
+from apps.common.counters import PENDING_HASH, counters_flush
+from apps.common.request_usage import RequestUsage
+from apps.jobs.models import Job
+from apps.usage.models import UsageCounter, UsageFold
+from apps.usage.services import CLAIM_PREFIX, CLAIMS_SET, usage_fold, usage_record
+from tests.conftest import ESMFOLD_JOB, free_port, worker_environment
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+REVOCATION_BOUND_SECONDS = 5  # docs/api.md
+USAGE_LAG_SECONDS = 60  # docs/api.md
+
+
+@dataclass
+class Gunicorn:
+    url: str
+    process: subprocess.Popen
+
+
+@pytest.fixture
+def gunicorn(tmp_path) -> Iterator[Gunicorn]:
+    port = free_port()
+    log = tmp_path / "gunicorn.log"
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "phonos.wsgi:application",
+            f"--bind=127.0.0.1:{port}",
+            "--worker-class=gthread",
+            "--workers=2",
+            "--threads=4",
+            "--log-level=warning",
+            "--graceful-timeout=5",
+        ],
+        cwd=ROOT,
+        env=worker_environment(PHONOS_QUEUE_CAPACITY="100000"),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        assert process.poll() is None, log.read_text()
+        try:
+            if requests.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    try:
+        yield Gunicorn(url=url, process=process)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def _get(url: str, key: str, path: str) -> requests.Response:
+    return requests.get(url + path, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def test_a_revoked_key_stops_working_in_every_process_within_the_bound(gunicorn, alice):
+    # Both workers cache the lookup (a new connection per request spreads them).
+    for _ in range(8):
+        assert _get(gunicorn.url, alice.key, "/v1/account").status_code == 200
+    api_key_revoke(account=alice.account, key_id=alice.account.api_keys.get().id)
+    revoked_at = time.monotonic()
+    while _get(gunicorn.url, alice.key, "/v1/account").status_code != 401:
+        assert time.monotonic() - revoked_at < REVOCATION_BOUND_SECONDS
+    # From then on no worker lets it through.
+    assert {_get(gunicorn.url, alice.key, "/v1/account").status_code for _ in range(8)} == {401}
+
+
+def _usage(url: str, key: str) -> dict:
+    body = _get(url, key, "/v1/usage?days=1").json()
+    return {row["endpoint"]: row for row in body["by_endpoint"]} | {"_totals": body["totals"]}
+
+
+def test_usage_counts_every_request_within_the_lag(gunicorn, alice):
+    job_id = alice.post("/v1/predict", ESMFOLD_JOB).json()["job_id"]
+    for _ in range(20):
+        assert _get(gunicorn.url, alice.key, f"/v1/jobs/{job_id}").status_code == 200
+    started = time.monotonic()
+    while (row := _usage(gunicorn.url, alice.key).get("/v1/jobs/{job_id}")) is None or row[
+        "requests"
+    ] < 20:
+        assert time.monotonic() - started < USAGE_LAG_SECONDS
+        time.sleep(0.2)
+    usage = _usage(gunicorn.url, alice.key)
+    assert usage["/v1/jobs/{job_id}"]["requests"] == 20
+    assert usage["/v1/predict"] == {"endpoint": "/v1/predict", "requests": 1, "credits_used": 10}
+    assert usage["_totals"]["avg_response_time_ms"] > 0
+
+
+def test_a_fold_that_crashed_is_finished_once_by_the_next(alice):
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    usage = RequestUsage(
+        api_key_id=alice.account.api_keys.get().id, account_id=alice.account.id, credits=5
+    )
+    for _ in range(3):
+        usage_record(usage=usage, endpoint="/v1/x", method="GET", status_code=200, latency_ms=2)
+    assert counters_flush()
+    # Died after claiming, before committing: the claim waits for the next fold.
+    claim = f"{CLAIM_PREFIX}crashed-before-commit"
+    client.sadd(CLAIMS_SET, claim)
+    client.rename(PENDING_HASH, claim)
+    assert usage_fold() == 3
+    # Died after committing, before deleting: the claim is recorded, so it is not added again.
+    usage_record(usage=usage, endpoint="/v1/x", method="GET", status_code=200, latency_ms=2)
+    assert counters_flush()
+    claim = f"{CLAIM_PREFIX}crashed-after-commit"
+    client.sadd(CLAIMS_SET, claim)
+    client.rename(PENDING_HASH, claim)
+    UsageFold.objects.create(claim=claim)
+    assert usage_fold() == 0
+    assert not client.exists(claim) and not client.smembers(CLAIMS_SET)
+    counter = UsageCounter.objects.get(account=alice.account, endpoint="/v1/x")
+    assert (counter.requests, counter.credits, counter.latency_ms_sum) == (3, 15, 6.0)
+
+
+@pytest.mark.slow
+def test_killing_the_api_under_load_loses_at_most_the_buffered_usage_and_no_credit(
+    gunicorn, make_client
+):
+    tenant = make_client(credits=100_000, rate_limit=100_000, max_active_jobs=100_000)
+    headers = {"Authorization": f"Bearer {tenant.key}"}
+    answered: list[tuple[float, str, int]] = []  # (when, endpoint, status)
+    sent = [0]
+    stop = threading.Event()
+
+    def load(predict: bool) -> None:
+        session = requests.Session()
+        job_id = None
+        while not stop.is_set():
+            sent[0] += 1
+            try:
+                if predict or job_id is None:
+                    reply = session.post(
+                        gunicorn.url + "/v1/predict", json=ESMFOLD_JOB, headers=headers, timeout=10
+                    )
+                    endpoint = "/v1/predict"
+                    if reply.status_code == 200:
+                        job_id = reply.json()["job_id"]
+                else:
+                    reply = session.get(
+                        f"{gunicorn.url}/v1/jobs/{job_id}", headers=headers, timeout=10
+                    )
+                    endpoint = "/v1/jobs/{job_id}"
+            except requests.RequestException:
+                continue
+            answered.append((time.monotonic(), endpoint, reply.status_code))
+
+    threads = [threading.Thread(target=load, args=(index % 2 == 0,)) for index in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(4)
+    killed_at = time.monotonic()
+    os.killpg(gunicorn.process.pid, signal.SIGKILL)
+    gunicorn.process.wait()
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+    # Never a credit: the balance is the opening credits less every job that exists, and every
+    # job a client was told about exists.
+    jobs = Job.objects.filter(account=tenant.account)
+    charged = jobs.aggregate(total=Sum("cost_credits"))["total"] or 0
+    assert tenant.balance() == 100_000 - charged
+    ledger = LedgerEntry.objects.filter(account=tenant.account).aggregate(total=Sum("amount"))
+    assert ledger["total"] == tenant.balance()
+    told = sum(1 for _, endpoint, status in answered if endpoint == "/v1/predict" and status == 200)
+    assert jobs.count() >= told > 0
+
+    # Usage: whatever was answered before the last flush window is counted; nothing is
+    # counted that was not sent.
+    usage_fold()
+    counted = (
+        UsageCounter.objects.filter(account=tenant.account).aggregate(total=Sum("requests"))[
+            "total"
+        ]
+        or 0
+    )
+    window = settings.PHONOS_USAGE_FLUSH_SECONDS + 1  # the flush interval, and a margin
+    settled = sum(1 for when, _, _ in answered if when < killed_at - window)
+    assert settled <= counted <= sent[0], (settled, counted, sent[0], len(answered))
