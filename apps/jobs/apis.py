@@ -86,6 +86,17 @@ class PredictInputSerializer(serializers.Serializer[Any]):
     )
     name = serializers.CharField(required=False, max_length=200)
     params = ModelParamsField(required=False)
+    webhook_url = serializers.CharField(
+        required=False,
+        max_length=2048,
+        help_text="This job's own webhook, signed with the account's webhook secret "
+        "(docs/webhooks.md); a URL the SSRF guard refuses answers 400",
+    )
+    webhook_events = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Events for webhook_url; by default job.completed, job.failed, job.cancelled",
+    )
 
 
 # Said in words rather than as an enum: a second `status` enum (webhook deliveries have one)
@@ -151,6 +162,10 @@ class JobSerializer(serializers.Serializer[Any]):
         allow_null=True,
         help_text="The job whose result or run it was served from; null when it ran itself",
     )
+    webhook_url = serializers.CharField(
+        allow_null=True, help_text="The job's own webhook; its deliveries: webhook-deliveries"
+    )
+    webhook_events = serializers.ListField(child=serializers.CharField())
 
     def to_representation(self, job: Job) -> dict[str, Any]:
         data = super().to_representation(job)
@@ -164,6 +179,7 @@ class JobSerializer(serializers.Serializer[Any]):
             data.pop("download_url", None)
         if not job.error:
             data.pop("error", None)
+        data["webhook_url"] = job.webhook_url or None
         return data
 
 
@@ -404,6 +420,10 @@ class PipelineApi(PhonosApiView):
             help_text="A docking request without params.protein_pdb or params.protein_job_id: "
             "its receptor is the fold's structure"
         )
+        webhook_url = serializers.CharField(
+            required=False, max_length=2048, help_text="A webhook for both jobs"
+        )
+        webhook_events = serializers.ListField(child=serializers.CharField(), required=False)
 
     @extend_schema_serializer(component_name="PipelineSubmitted")
     class OutputSerializer(serializers.Serializer[Any]):

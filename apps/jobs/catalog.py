@@ -13,6 +13,7 @@ from django.conf import settings
 
 from apps.common.exceptions import InvalidInput
 from apps.jobs.registry import COMMON_PARAMS, FOLD_MODEL_TYPE, MODELS, ModelSpec
+from apps.webhooks.services import RequestWebhook, request_webhook_clean
 
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWYX"
 _NOT_AMINO = re.compile(f"[^{AMINO_ACIDS}]")
@@ -30,10 +31,26 @@ def model_get(model_id: Any) -> ModelSpec:
     return spec
 
 
+def fasta_single_record(text: str, *, field_name: str = "sequence") -> str:
+    """FASTA given for one chain: its one record's residues, header (and `;` comment lines)
+    dropped; plain sequences pass unchanged. Several records are several jobs, which is what
+    /v1/batch is for (AlphaFold2 reads them as the chains of one complex: clean_chains)."""
+    if not text.lstrip().startswith(">"):
+        return text
+    lines = [line.strip() for line in text.strip().splitlines()]
+    records = sum(1 for line in lines if line.startswith(">"))
+    if records > 1:
+        raise InvalidInput(
+            f"{field_name} holds {records} FASTA records; a prediction folds one. Submit one "
+            "job per record with POST /v1/batch"
+        )
+    return "".join(line for line in lines if line and not line.startswith((">", ";")))
+
+
 def clean_protein_sequence(raw: Any, *, spec: ModelSpec, field_name: str = "sequence") -> str:
     if not isinstance(raw, str):
         raise InvalidInput(f"{field_name} must be a string of amino acids")
-    sequence = _WHITESPACE.sub("", raw).upper()
+    sequence = _WHITESPACE.sub("", fasta_single_record(raw, field_name=field_name)).upper()
     if not sequence:
         raise InvalidInput(f"{field_name} is empty")
     bad = _NOT_AMINO.search(sequence)
@@ -338,6 +355,8 @@ class CleanedSubmission:
     params: dict[str, Any]
     # params.cache: may this submission reuse an identical result or ride on an identical run?
     use_cache: bool = True
+    # The submission's own webhook (`webhook_url`, `webhook_events`), if it gave one.
+    webhook: RequestWebhook | None = None
 
     @property
     def cost(self) -> int:
@@ -348,7 +367,7 @@ def submission_clean(data: Any) -> CleanedSubmission:
     """Check one predict request body; the same checks serve predict, batch and validate."""
     if not isinstance(data, dict):
         raise InvalidInput("The request body must be a JSON object")
-    allowed = {"model", "sequence", "name", "params"}
+    allowed = {"model", "sequence", "name", "params", "webhook_url", "webhook_events"}
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise InvalidInput(f"{unknown[0]} is not a field of a prediction request")
@@ -370,12 +389,14 @@ def submission_clean(data: Any) -> CleanedSubmission:
             sequence = _clean_alphafold2(data["sequence"], data.get("params"), params, spec)
         else:
             sequence = clean_protein_sequence(data["sequence"], spec=spec)
+    webhook = request_webhook_clean(url=data.get("webhook_url"), events=data.get("webhook_events"))
     return CleanedSubmission(
         spec=spec,
         sequence=sequence,
         name=name.strip(),
         params=params,
         use_cache=common["cache"],
+        webhook=webhook,
     )
 
 
@@ -398,7 +419,9 @@ def pipeline_clean(data: Any) -> CleanedPipeline:
     fold's structure: its params.protein_job_id names the fold job, whose id is chosen here."""
     if not isinstance(data, dict):
         raise InvalidInput("The request body must be a JSON object")
-    unknown = sorted(set(data) - {"name", "fold", "dock"})
+    # A pipeline's webhook_url hears both of its jobs (a part's own webhook_url wins for it).
+    pipeline_webhook = {key: data[key] for key in ("webhook_url", "webhook_events") if key in data}
+    unknown = sorted(set(data) - {"name", "fold", "dock", *pipeline_webhook})
     if unknown:
         raise InvalidInput(f"{unknown[0]} is not a field of a pipeline request")
     name = data.get("name") or ""
@@ -408,7 +431,7 @@ def pipeline_clean(data: Any) -> CleanedPipeline:
     dock_data = _pipeline_part(data.get("dock"), part="dock")
     fold_job_id = uuid.uuid4()
     try:
-        fold = submission_clean({"name": name, **fold_data})
+        fold = submission_clean({"name": name, **pipeline_webhook, **fold_data})
     except InvalidInput as error:
         raise InvalidInput(f"fold: {error.message}") from None
     if fold.spec.type != FOLD_MODEL_TYPE:
@@ -433,6 +456,7 @@ def pipeline_clean(data: Any) -> CleanedPipeline:
         dock = submission_clean(
             {
                 "name": name,
+                **pipeline_webhook,
                 **dock_data,
                 "params": {**dock_params, "protein_job_id": str(fold_job_id)},
             }

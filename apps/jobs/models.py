@@ -43,6 +43,10 @@ class Job(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     # The X-Request-ID of the submission: the worker's log lines and the webhooks carry it too.
     request_id = models.CharField(max_length=REQUEST_ID_MAX_LENGTH, blank=True, default="")
+    # The per-request webhook (`webhook_url` on the submission) and the events it asked for;
+    # its deliveries are signed with the account's webhook secret.
+    webhook_url = models.CharField(max_length=2048, blank=True, default="")
+    webhook_events = models.JSONField(default=list, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     # Written by the worker every few seconds while it runs the job; a stale heartbeat means
     # the worker died and the sweeper hands the job to another one.

@@ -35,7 +35,7 @@ from apps.jobs.selectors import (
     queued_job_count,
 )
 from apps.jobs.streams import job_event_announce
-from apps.webhooks.services import webhook_event_emit
+from apps.webhooks.services import RequestWebhook, webhook_event_emit
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,16 @@ def _job_webhook_emit(*, job: Job, event: str) -> None:
         "model": job.model,
         "download_url": job.download_path if completed else None,
     }
-    webhook_event_emit(account_id=job.account_id, event=event, data=data, request_id=job.request_id)
+    webhook_event_emit(
+        account_id=job.account_id,
+        event=event,
+        data=data,
+        request_id=job.request_id,
+        job_id=job.id,
+        request_webhook=RequestWebhook(url=job.webhook_url, events=tuple(job.webhook_events))
+        if job.webhook_url
+        else None,
+    )
 
 
 def job_enqueue(*, job_id: uuid.UUID, model: str, marked: bool = False) -> bool:
@@ -135,6 +144,8 @@ def _job_create(
         depends_on_id=depends_on_id,
         stage=fields.pop("stage", WAITING_FOR_DEPENDENCY if depends_on_id else "queued"),
         request_id=request_id_current(),
+        webhook_url=submission.webhook.url if submission.webhook else "",
+        webhook_events=list(submission.webhook.events) if submission.webhook else [],
         job_key=key,
         **fields,
     )

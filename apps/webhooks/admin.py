@@ -26,8 +26,8 @@ class WebhookAttemptInline(admin.TabularInline[WebhookAttempt, WebhookDelivery])
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(admin.ModelAdmin[WebhookDelivery]):
-    list_display = ("id", "webhook", "event", "status", "attempt_count", "next_attempt_at")
+    list_display = ("id", "account", "webhook", "url", "event", "status", "attempt_count")
     list_filter = ("status", "event")
-    search_fields = ("id", "webhook__id", "webhook__account__username")
+    search_fields = ("id", "webhook__id", "job_id", "account__username")
     readonly_fields = [field.name for field in WebhookDelivery._meta.fields]
     inlines = [WebhookAttemptInline]

@@ -8,11 +8,21 @@ from rest_framework.response import Response
 from apps.accounts.api_request import ApiKeyRequest
 from apps.common.apis import ErrorSerializer, PhonosApiView, error_responses
 from apps.common.pagination import PageQuerySerializer, PaginationSerializer, paginate
+from apps.jobs.selectors import job_get
 from apps.webhooks.models import Webhook, WebhookDelivery
-from apps.webhooks.selectors import webhook_delivery_list, webhook_get, webhook_list
+from apps.webhooks.selectors import (
+    account_webhook_secret_get,
+    request_webhook_delivery_list,
+    webhook_delivery_list,
+    webhook_get,
+    webhook_list,
+)
 from apps.webhooks.services import (
     ROTATION_GRACE_MAX_HOURS,
+    AccountSecretShown,
     WebhookWithSecret,
+    account_webhook_secret_rotate,
+    request_webhook_delivery_retry,
     webhook_create,
     webhook_delete,
     webhook_delivery_retry,
@@ -104,7 +114,9 @@ class WebhookDeletedSerializer(serializers.Serializer[Any]):
 
 class WebhookDeliveryQueuedSerializer(serializers.Serializer[Any]):
     success = serializers.BooleanField()
-    webhook_id = serializers.UUIDField()
+    webhook_id = serializers.UUIDField(
+        allow_null=True, help_text="null for a delivery to a job's own webhook_url"
+    )
     delivery_id = serializers.UUIDField()
     event = serializers.CharField()
     status = serializers.ChoiceField(choices=WebhookDelivery.Status.values)
@@ -155,7 +167,7 @@ def _with_secret(created: WebhookWithSecret, message: str) -> dict[str, Any]:
 def _queued(delivery: WebhookDelivery, message: str) -> dict[str, Any]:
     return {
         "success": True,
-        "webhook_id": str(delivery.webhook_id),
+        "webhook_id": str(delivery.webhook_id) if delivery.webhook_id else None,
         "delivery_id": str(delivery.id),
         "event": delivery.event,
         "status": delivery.status,
@@ -279,5 +291,125 @@ class WebhookDeliveryRetryApi(PhonosApiView):
     def post(self, request: ApiKeyRequest, webhook_id: str, delivery_id: str) -> Response:
         delivery = webhook_delivery_retry(
             account=request.user, webhook_id=webhook_id, delivery_id=delivery_id
+        )
+        return Response(_queued(delivery, "Delivery queued for another attempt"))
+
+
+class AccountSecretSerializer(serializers.Serializer[Any]):
+    secret_hint = serializers.CharField(help_text="The start of the account's signing secret")
+    previous_secret_expires_at = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Until when the replaced secret also signs; null when only one signs",
+    )
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class AccountSecretShownSerializer(AccountSecretSerializer):
+    secret = serializers.CharField(
+        help_text="The account's signing secret (`whsec_...`), shown only in this response"
+    )
+    message = serializers.CharField()
+
+
+class AccountSecretApi(PhonosApiView):
+    """The secret that signs every job's own `webhook_url` deliveries (account webhooks keep
+    their own secrets)."""
+
+    @extend_schema(
+        operation_id="get_account_webhook_secret",
+        description="The account's webhook secret as a hint, never the secret; 404 before the "
+        "account has one.",
+        responses={200: AccountSecretSerializer, **error_responses(404)},
+    )
+    def get(self, request: ApiKeyRequest) -> Response:
+        return Response(
+            AccountSecretSerializer(account_webhook_secret_get(account=request.user)).data
+        )
+
+    @extend_schema(
+        operation_id="rotate_account_webhook_secret",
+        description="Create the account's webhook secret (201) or replace it (200), and show it "
+        "this once. The replaced secret keeps signing next to the new one for "
+        "`previous_secret_valid_hours`.",
+        request=WebhookSecretRotateSerializer,
+        responses={
+            200: AccountSecretShownSerializer,
+            201: AccountSecretShownSerializer,
+            **error_responses(400),
+        },
+    )
+    def post(self, request: ApiKeyRequest) -> Response:
+        data = WebhookSecretRotateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        shown: AccountSecretShown = account_webhook_secret_rotate(
+            account=request.user,
+            previous_valid_hours=data.validated_data["previous_secret_valid_hours"],
+        )
+        verb = "created" if shown.created else "rotated"
+        return Response(
+            {
+                **AccountSecretSerializer(shown.account_secret).data,
+                "secret": shown.secret,
+                "message": f"Account webhook secret {verb}; store it now, it is not shown again",
+            },
+            status=201 if shown.created else 200,
+        )
+
+
+# --- A job's own webhook (`webhook_url` on its submission) ---
+
+JOB_ID = OpenApiParameter(
+    "job_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="Job ID from /v1/predict"
+)
+
+
+class RequestWebhookDeliveryListSerializer(serializers.Serializer[Any]):
+    webhook_url = serializers.CharField(allow_null=True, help_text="The job's own webhook")
+    webhook_events = serializers.ListField(child=serializers.CharField())
+    deliveries = WebhookDeliverySerializer(many=True)
+    pagination = PaginationSerializer()
+
+
+class JobWebhookDeliveryListApi(PhonosApiView):
+    @extend_schema(
+        operation_id="list_job_webhook_deliveries",
+        description="The deliveries to the job's own `webhook_url`, newest first, each with "
+        "every attempt. Another tenant's job answers 404.",
+        parameters=[JOB_ID, WebhookDeliveryFilterSerializer],
+        responses={200: RequestWebhookDeliveryListSerializer, **_errors(400, 404)},
+    )
+    def get(self, request: ApiKeyRequest, job_id: str) -> Response:
+        job = job_get(account=request.user, job_id=job_id)
+        filters = WebhookDeliveryFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        page, pagination = paginate(
+            request_webhook_delivery_list(account=request.user, job_id=job.id),
+            limit=filters.validated_data["limit"],
+            offset=filters.validated_data["offset"],
+        )
+        return Response(
+            {
+                "webhook_url": job.webhook_url or None,
+                "webhook_events": job.webhook_events,
+                "deliveries": WebhookDeliverySerializer(page, many=True).data,
+                "pagination": pagination,
+            }
+        )
+
+
+class JobWebhookDeliveryRetryApi(PhonosApiView):
+    @extend_schema(
+        operation_id="retry_job_webhook_delivery",
+        description="Attempt a delivery to the job's own `webhook_url` now, as "
+        "`POST /v1/webhooks/{id}/deliveries/{delivery_id}/retry` does for a webhook.",
+        parameters=[JOB_ID, DELIVERY_ID],
+        request=None,
+        responses={200: WebhookDeliveryQueuedSerializer, **_errors(404, 409)},
+    )
+    def post(self, request: ApiKeyRequest, job_id: str, delivery_id: str) -> Response:
+        job = job_get(account=request.user, job_id=job_id)
+        delivery = request_webhook_delivery_retry(
+            account=request.user, job_id=job.id, delivery_id=delivery_id
         )
         return Response(_queued(delivery, "Delivery queued for another attempt"))

@@ -51,9 +51,34 @@ class Webhook(models.Model):
         return self.disabled_at is None
 
 
+class AccountWebhookSecret(models.Model):
+    """The account's signing secret for per-request webhooks (`webhook_url` on a submission):
+    one per account, created on first use, and shown only by `POST /v1/webhooks/account-secret`,
+    which creates or rotates it. Kept encrypted like an endpoint's secret."""
+
+    account = models.OneToOneField(
+        "accounts.Account",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="webhook_secret",
+    )
+    secret_encrypted = models.TextField()
+    secret_hint = models.CharField(max_length=16)
+    previous_secret_encrypted = models.TextField(blank=True)
+    previous_secret_expires_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"webhook secret of {self.account_id}"
+
+
 class WebhookDelivery(models.Model):
-    """One event for one webhook: the outbox row, written in the transaction of the change it
-    announces. Its id is the `webhook-id` header, the same on every attempt."""
+    """One event for one destination: the outbox row, written in the transaction of the change
+    it announces. Its id is the `webhook-id` header, the same on every attempt.
+
+    The destination is either an account's webhook (`webhook`) or the `webhook_url` given with
+    the job's submission (`url`, signed with the account's secret), never both."""
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -61,7 +86,17 @@ class WebhookDelivery(models.Model):
         FAILED = "failed"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    webhook = models.ForeignKey(Webhook, on_delete=models.CASCADE, related_name="deliveries")
+    account = models.ForeignKey(
+        "accounts.Account", on_delete=models.CASCADE, related_name="webhook_deliveries"
+    )
+    webhook = models.ForeignKey(
+        Webhook, on_delete=models.CASCADE, null=True, blank=True, related_name="deliveries"
+    )
+    # A per-request delivery's destination, checked when the job was submitted and again at
+    # every attempt; empty for a webhook's delivery.
+    url = models.CharField(max_length=2048, blank=True, default="")
+    # The job announced, for a per-request delivery (no foreign key: jobs sits above webhooks).
+    job_id = models.UUIDField(null=True, blank=True)
     event = models.CharField(max_length=32)
     # The exact body, so that every attempt sends (and signs) the same bytes.
     payload = models.TextField()
@@ -85,10 +120,24 @@ class WebhookDelivery(models.Model):
         indexes = [
             models.Index(fields=["webhook", "-created_at"]),
             models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["account", "job_id", "-created_at"]),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(webhook__isnull=False, url="")
+                    | (models.Q(webhook__isnull=True) & ~models.Q(url=""))
+                ),
+                name="webhook_delivery_one_destination",
+            )
         ]
 
     def __str__(self) -> str:
-        return f"{self.event} → {self.webhook_id} ({self.status})"
+        return f"{self.event} → {self.webhook_id or self.url} ({self.status})"
+
+    @property
+    def destination_url(self) -> str:
+        return self.webhook.url if self.webhook is not None else self.url
 
 
 class WebhookAttempt(models.Model):

@@ -32,9 +32,13 @@ from apps.common.request_context import (
     log_context_reset,
     request_id_current,
 )
-from apps.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
+from apps.webhooks.models import AccountWebhookSecret, Webhook, WebhookAttempt, WebhookDelivery
 from apps.webhooks.outbound import DestinationRefused, OutboundError, destination_vet, outbound_post
-from apps.webhooks.selectors import webhook_delivery_get, webhook_get
+from apps.webhooks.selectors import (
+    request_webhook_delivery_get,
+    webhook_delivery_get,
+    webhook_get,
+)
 from apps.webhooks.signing import (
     secret_decrypt,
     secret_encrypt,
@@ -57,6 +61,12 @@ SWEEP_BATCH = 500
 RETRY_JITTER = 0.2
 ROTATION_GRACE_MAX_HOURS = 72
 TEST_JOB_ID = "00000000-0000-0000-0000-000000000000"
+# A per-request webhook hears how its job ended unless it asks for other events.
+REQUEST_WEBHOOK_DEFAULT_EVENTS = (
+    Webhook.Event.JOB_COMPLETED,
+    Webhook.Event.JOB_FAILED,
+    Webhook.Event.JOB_CANCELLED,
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,24 @@ class WebhookWithSecret:
 
     webhook: Webhook
     secret: str
+
+
+@dataclass(frozen=True)
+class AccountSecretShown:
+    """The account's webhook secret in clear, the one time it is shown; `created` when this
+    call made the account's first one rather than rotating it."""
+
+    account_secret: AccountWebhookSecret
+    secret: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class RequestWebhook:
+    """A submission's own webhook: where to send its job's events, and which ones."""
+
+    url: str
+    events: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -79,15 +107,22 @@ class AttemptOutcome:
 # --- Endpoints -----------------------------------------------------------------------------------
 
 
-def _events_clean(events: object) -> list[str]:
+def _events_clean(
+    events: object,
+    *,
+    default: tuple[str, ...] = Webhook.DEFAULT_EVENTS,
+    field_name: str = "events",
+) -> list[str]:
     if events is None:
-        return list(Webhook.DEFAULT_EVENTS)
+        return list(default)
     known = list(Webhook.Event.values)
     if not isinstance(events, list) or not events:
-        raise InvalidInput(f"events must be a non-empty list of: {', '.join(known)}")
+        raise InvalidInput(f"{field_name} must be a non-empty list of: {', '.join(known)}")
     unknown = [event for event in events if event not in known]
     if unknown:
-        raise InvalidInput(f"events: unknown event {unknown[0]!r}; choose from {', '.join(known)}")
+        raise InvalidInput(
+            f"{field_name}: unknown event {unknown[0]!r}; choose from {', '.join(known)}"
+        )
     return list(dict.fromkeys(events))
 
 
@@ -97,6 +132,27 @@ def webhook_url_check(*, url: str) -> None:
         destination_vet(url=url)
     except OutboundError as error:
         raise InvalidInput(f"url: {error}") from None
+
+
+def request_webhook_clean(*, url: object, events: object) -> RequestWebhook | None:
+    """A submission's `webhook_url` and `webhook_events`, checked by the same guard as an
+    account webhook's URL: 400 for one it refuses now (each attempt checks it again)."""
+    if url is None or url == "":
+        if events is not None:
+            raise InvalidInput("webhook_events needs webhook_url")
+        return None
+    if not isinstance(url, str):
+        raise InvalidInput("webhook_url must be a string")
+    cleaned_events = _events_clean(
+        events, default=REQUEST_WEBHOOK_DEFAULT_EVENTS, field_name="webhook_events"
+    )
+    url = url.strip()
+    # Last: resolving the host is the slow check.
+    try:
+        destination_vet(url=url)
+    except OutboundError as error:
+        raise InvalidInput(f"webhook_url: {error}") from None
+    return RequestWebhook(url=url, events=tuple(cleaned_events))
 
 
 def webhook_create(
@@ -168,6 +224,79 @@ def webhook_secret_rotate(
     return WebhookWithSecret(webhook=webhook, secret=secret)
 
 
+def _account_secret_new(*, account_id: int) -> tuple[AccountWebhookSecret, str]:
+    secret = secret_generate()
+    return (
+        AccountWebhookSecret(
+            account_id=account_id,
+            secret_encrypted=secret_encrypt(secret=secret),
+            secret_hint=secret_hint(secret=secret),
+        ),
+        secret,
+    )
+
+
+def account_webhook_secret_ensure(*, account_id: int) -> AccountWebhookSecret:
+    """The account's secret, made on first use: a job's webhook may fire before its owner ever
+    asked for the secret (they rotate it to see one)."""
+    existing = AccountWebhookSecret.objects.filter(account_id=account_id).first()
+    if existing is not None:
+        return existing
+    candidate, _ = _account_secret_new(account_id=account_id)
+    # Two first attempts at once: get_or_create lets one create and the other read it.
+    account_secret, _ = AccountWebhookSecret.objects.get_or_create(
+        account_id=account_id,
+        defaults={
+            "secret_encrypted": candidate.secret_encrypted,
+            "secret_hint": candidate.secret_hint,
+        },
+    )
+    return account_secret
+
+
+@transaction.atomic
+def account_webhook_secret_rotate(
+    *, account: Account, previous_valid_hours: int = 24
+) -> AccountSecretShown:
+    """Create the account's webhook secret, or replace it; either way show it this once. The
+    replaced one keeps signing next to the new one for `previous_valid_hours`."""
+    if not 0 <= previous_valid_hours <= ROTATION_GRACE_MAX_HOURS:
+        raise InvalidInput(
+            f"previous_secret_valid_hours must be between 0 and {ROTATION_GRACE_MAX_HOURS}"
+        )
+    candidate, secret = _account_secret_new(account_id=account.id)
+    # get_or_create settles a race between two first calls: one creates, the other rotates.
+    account_secret, created = AccountWebhookSecret.objects.get_or_create(
+        account_id=account.id,
+        defaults={
+            "secret_encrypted": candidate.secret_encrypted,
+            "secret_hint": candidate.secret_hint,
+        },
+    )
+    if created:
+        return AccountSecretShown(account_secret=account_secret, secret=secret, created=True)
+    account_secret = AccountWebhookSecret.objects.select_for_update().get(account_id=account.id)
+    keep_previous = previous_valid_hours > 0
+    account_secret.previous_secret_encrypted = (
+        account_secret.secret_encrypted if keep_previous else ""
+    )
+    account_secret.previous_secret_expires_at = (
+        timezone.now() + timedelta(hours=previous_valid_hours) if keep_previous else None
+    )
+    account_secret.secret_encrypted = candidate.secret_encrypted
+    account_secret.secret_hint = candidate.secret_hint
+    account_secret.save(
+        update_fields=[
+            "previous_secret_encrypted",
+            "previous_secret_expires_at",
+            "secret_encrypted",
+            "secret_hint",
+            "updated_at",
+        ]
+    )
+    return AccountSecretShown(account_secret=account_secret, secret=secret, created=False)
+
+
 # --- Events (the outbox) -------------------------------------------------------------------------
 
 
@@ -177,23 +306,30 @@ def _payload_render(*, event: str, data: dict[str, Any]) -> str:
 
 
 def _deliveries_create(
-    *, webhooks: list[Webhook], event: str, payload: str, request_id: str
+    *,
+    account_id: int,
+    webhooks: list[Webhook],
+    event: str,
+    payload: str,
+    request_id: str,
+    request_webhook_url: str = "",
+    job_id: uuid.UUID | str | None = None,
 ) -> list[uuid.UUID]:
-    """Write the outbox rows and publish them once the surrounding transaction commits."""
+    """Write the outbox rows (one per webhook, and one for the job's own `webhook_url`) and
+    publish them once the surrounding transaction commits."""
     now = timezone.now()
-    deliveries = WebhookDelivery.objects.bulk_create(
-        [
-            WebhookDelivery(
-                webhook=webhook,
-                event=event,
-                payload=payload,
-                request_id=request_id,
-                max_attempts=len(settings.PHONOS_WEBHOOK_RETRY_SCHEDULE) + 1,
-                next_attempt_at=now,
-            )
-            for webhook in webhooks
-        ]
-    )
+    common = {
+        "account_id": account_id,
+        "event": event,
+        "payload": payload,
+        "request_id": request_id,
+        "max_attempts": len(settings.PHONOS_WEBHOOK_RETRY_SCHEDULE) + 1,
+        "next_attempt_at": now,
+    }
+    rows = [WebhookDelivery(webhook=webhook, **common) for webhook in webhooks]
+    if request_webhook_url:
+        rows.append(WebhookDelivery(url=request_webhook_url, job_id=job_id, **common))
+    deliveries = WebhookDelivery.objects.bulk_create(rows)
     delivery_ids = [delivery.id for delivery in deliveries]
 
     def publish() -> None:
@@ -205,11 +341,18 @@ def _deliveries_create(
 
 
 def webhook_event_emit(
-    *, account_id: int, event: str, data: dict[str, Any], request_id: str = ""
+    *,
+    account_id: int,
+    event: str,
+    data: dict[str, Any],
+    request_id: str = "",
+    job_id: uuid.UUID | str | None = None,
+    request_webhook: RequestWebhook | None = None,
 ) -> None:
     """Announce `event` with `data` (the caller builds it: jobs its job payload) to every enabled
-    webhook of the account subscribed to it, carrying the request id that started it. Call it
-    inside the transaction of the change: the deliveries commit or roll back with it."""
+    webhook of the account subscribed to it, and to the job's own webhook if it asked for this
+    event, carrying the request id that started it. Call it inside the transaction of the
+    change: the deliveries commit or roll back with it."""
     if event not in Webhook.Event.values:
         raise ValueError(f"Unknown webhook event {event!r}")
     webhooks = [
@@ -217,9 +360,22 @@ def webhook_event_emit(
         for webhook in Webhook.objects.filter(account_id=account_id, disabled_at__isnull=True)
         if event in webhook.events
     ]
-    if webhooks:
+    request_url = (
+        request_webhook.url
+        if request_webhook is not None and event in request_webhook.events
+        else ""
+    )
+    if webhooks or request_url:
         payload = _payload_render(event=event, data=data)
-        _deliveries_create(webhooks=webhooks, event=event, payload=payload, request_id=request_id)
+        _deliveries_create(
+            account_id=account_id,
+            webhooks=webhooks,
+            event=event,
+            payload=payload,
+            request_id=request_id,
+            request_webhook_url=request_url,
+            job_id=job_id,
+        )
 
 
 @transaction.atomic
@@ -237,6 +393,7 @@ def webhook_test_send(*, account: Account, webhook_id: uuid.UUID | str) -> Webho
         },
     )
     [delivery_id] = _deliveries_create(
+        account_id=account.id,
         webhooks=[webhook],
         event=Webhook.TEST_EVENT,
         payload=payload,
@@ -249,10 +406,25 @@ def webhook_test_send(*, account: Account, webhook_id: uuid.UUID | str) -> Webho
 def webhook_delivery_retry(
     *, account: Account, webhook_id: uuid.UUID | str, delivery_id: uuid.UUID | str
 ) -> WebhookDelivery:
+    webhook = webhook_get(account=account, webhook_id=webhook_id)
+    return _delivery_retry(delivery=webhook_delivery_get(webhook=webhook, delivery_id=delivery_id))
+
+
+@transaction.atomic
+def request_webhook_delivery_retry(
+    *, account: Account, job_id: uuid.UUID | str, delivery_id: uuid.UUID | str
+) -> WebhookDelivery:
+    """The same for a delivery to a job's own `webhook_url` (the caller checked the job)."""
+    return _delivery_retry(
+        delivery=request_webhook_delivery_get(
+            account=account, job_id=job_id, delivery_id=delivery_id
+        )
+    )
+
+
+def _delivery_retry(*, delivery: WebhookDelivery) -> WebhookDelivery:
     """Attempt a delivery now. A pending one is brought forward and keeps its schedule; a
     finished one (succeeded or failed) gets exactly one more attempt. Same `webhook-id`."""
-    webhook = webhook_get(account=account, webhook_id=webhook_id)
-    delivery = webhook_delivery_get(webhook=webhook, delivery_id=delivery_id)
     now = timezone.now()
     if delivery.locked_until is not None and delivery.locked_until > now:
         raise Conflict(f"Delivery {delivery.id} is being attempted right now; retry it later")
@@ -303,21 +475,22 @@ def _retry_delay(*, attempts_made: int) -> timedelta:
     return timedelta(seconds=base * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
 
 
-def _signing_secrets(*, webhook: Webhook, now: datetime) -> list[str]:
-    tokens = [webhook.secret_encrypted]
-    expires = webhook.previous_secret_expires_at
-    if webhook.previous_secret_encrypted and expires is not None and expires > now:
-        tokens.append(webhook.previous_secret_encrypted)
+def _signing_secrets(*, holder: Webhook | AccountWebhookSecret, now: datetime) -> list[str]:
+    tokens = [holder.secret_encrypted]
+    expires = holder.previous_secret_expires_at
+    if holder.previous_secret_encrypted and expires is not None and expires > now:
+        tokens.append(holder.previous_secret_encrypted)
     return [secret_decrypt(token=token) for token in tokens]
 
 
 def _send(*, delivery: WebhookDelivery) -> AttemptOutcome:
-    webhook = delivery.webhook
+    # An account webhook signs with its own secret; a job's `webhook_url` with the account's.
+    holder = delivery.webhook or account_webhook_secret_ensure(account_id=delivery.account_id)
     try:
-        signing_secrets = _signing_secrets(webhook=webhook, now=timezone.now())
+        signing_secrets = _signing_secrets(holder=holder, now=timezone.now())
     except InvalidToken:
         logger.error(
-            "Webhook %s: secret does not decrypt with PHONOS_WEBHOOK_SECRET_KEY", webhook.id
+            "Delivery %s: secret does not decrypt with PHONOS_WEBHOOK_SECRET_KEY", delivery.id
         )
         return AttemptOutcome(succeeded=False, error="Phonos could not sign the request")
     headers = signature_headers(
@@ -331,7 +504,7 @@ def _send(*, delivery: WebhookDelivery) -> AttemptOutcome:
         headers[REQUEST_ID_HEADER] = delivery.request_id
     try:
         response = outbound_post(
-            url=webhook.url,
+            url=delivery.destination_url,
             body=delivery.payload.encode(),
             headers=headers,
             timeout=settings.PHONOS_WEBHOOK_TIMEOUT_SECONDS,
@@ -396,13 +569,20 @@ def _attempt_record(
     attempted_at: datetime,
     outcome: AttemptOutcome,
 ) -> None:
-    # Webhook before delivery: the lock order webhook_delete uses too.
-    webhook = Webhook.objects.select_for_update(no_key=True).filter(id=delivery.webhook_id).first()
+    # Webhook before delivery: the lock order webhook_delete uses too. A job's own webhook_url
+    # has no endpoint whose health is tracked.
+    webhook = None
+    if delivery.webhook_id is not None:
+        webhook = (
+            Webhook.objects.select_for_update(no_key=True).filter(id=delivery.webhook_id).first()
+        )
     current = WebhookDelivery.objects.select_for_update(no_key=True).filter(id=delivery.id).first()
-    if webhook is None or current is None:
+    if current is None or (delivery.webhook_id is not None and webhook is None):
         return  # deleted while the request was in flight
     now = timezone.now()
-    disabled = _webhook_health_record(webhook_id=webhook.id, succeeded=outcome.succeeded, now=now)
+    disabled = webhook is not None and _webhook_health_record(
+        webhook_id=webhook.id, succeeded=outcome.succeeded, now=now
+    )
     next_retry_at = None
     # A claim that outlived its lease has been taken over: its attempt is logged, not acted on.
     if current.locked_until == lease and current.status == WebhookDelivery.Status.PENDING:

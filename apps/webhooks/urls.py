@@ -3,6 +3,9 @@
 from django.urls import path
 
 from apps.webhooks.apis import (
+    AccountSecretApi,
+    JobWebhookDeliveryListApi,
+    JobWebhookDeliveryRetryApi,
     WebhookDeliveryListApi,
     WebhookDeliveryRetryApi,
     WebhookDetailApi,
@@ -13,6 +16,8 @@ from apps.webhooks.apis import (
 
 urlpatterns = [
     path("webhooks", WebhookListApi.as_view(), name="webhook-list"),
+    # Before webhooks/<webhook_id>, which would take "account-secret" for an id.
+    path("webhooks/account-secret", AccountSecretApi.as_view(), name="webhook-account-secret"),
     path("webhooks/<str:webhook_id>", WebhookDetailApi.as_view(), name="webhook-detail"),
     path("webhooks/<str:webhook_id>/test", WebhookTestApi.as_view(), name="webhook-test"),
     path(
@@ -29,5 +34,15 @@ urlpatterns = [
         "webhooks/<str:webhook_id>/deliveries/<str:delivery_id>/retry",
         WebhookDeliveryRetryApi.as_view(),
         name="webhook-delivery-retry",
+    ),
+    path(
+        "jobs/<str:job_id>/webhook-deliveries",
+        JobWebhookDeliveryListApi.as_view(),
+        name="job-webhook-delivery-list",
+    ),
+    path(
+        "jobs/<str:job_id>/webhook-deliveries/<str:delivery_id>/retry",
+        JobWebhookDeliveryRetryApi.as_view(),
+        name="job-webhook-delivery-retry",
     ),
 ]

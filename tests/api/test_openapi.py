@@ -102,7 +102,9 @@ def flatmap_path_parameters(context, path_parameters: dict[str, Any] | None) -> 
         known = KNOWN_JOBS["ended"]
     else:
         known = KNOWN_JOBS["readable"]
-    return st.sampled_from([path_parameters, *({"job_id": job_id} for job_id in known)])
+    return st.sampled_from(
+        [path_parameters, *({**path_parameters, "job_id": job_id} for job_id in known)]
+    )
 
 
 def _submittable(job: Any) -> Any:

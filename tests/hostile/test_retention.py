@@ -46,7 +46,8 @@ def _tables(account: Account) -> dict:
     finished = job_submit(account=account, api_key=api_key, submission=submission)
     job_start(job_id=finished.id)
     job_complete(job_id=finished.id, output_file="x.pdb", summary={}, metadata={})
-    running = job_submit(account=account, api_key=api_key, submission=submission)
+    # Its own run, not the finished job's result reused.
+    running = job_submit(account=account, api_key=api_key, submission=submission, use_cache=False)
     job_start(job_id=running.id)
     _age(JobEvent.objects.all(), days=31)
     recent_event = JobEvent.objects.create(job=finished, status="completed", stage="done")
@@ -61,7 +62,12 @@ def _tables(account: Account) -> dict:
     deliveries = {}
     for name, status in (("old", "succeeded"), ("new", "failed"), ("pending", "pending")):
         deliveries[name] = WebhookDelivery.objects.create(
-            webhook=webhook, event="job.completed", payload="{}", status=status, max_attempts=3
+            account=account,
+            webhook=webhook,
+            event="job.completed",
+            payload="{}",
+            status=status,
+            max_attempts=3,
         )
         WebhookAttempt.objects.create(
             delivery=deliveries[name], number=1, attempted_at=timezone.now(), succeeded=True

@@ -105,7 +105,9 @@ def test_submissions_debits_queues_and_worker_presence_are_shown(live_server, se
     )
     client.set("phonos:worker:broken@node", b"not json", ex=30)
     for _ in range(2):
-        assert alice.post("/v1/predict", json=ESMFOLD_JOB).status_code == 200
+        # Two runs, not one run shared by an identical submission (result reuse).
+        body = {**ESMFOLD_JOB, "params": {"cache": False}}
+        assert alice.post("/v1/predict", json=body).status_code == 200
     families = scrape(live_server.url)
     assert value(families, "phonos_credits_debited_total", model="esmfold") == 2 * 10
     assert value(families, "phonos_queue_depth", queue="esmfold") == 2  # no worker is running

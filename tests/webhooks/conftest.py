@@ -150,7 +150,8 @@ def webhook_create(client: Client, url: str, **body: Any) -> dict:
 
 
 def job_submit(client: Client) -> str:
-    response = client.post("/v1/predict", json=ESMFOLD_JOB)
+    """A job of its own each time: identical submissions would otherwise share one run."""
+    response = client.post("/v1/predict", json={**ESMFOLD_JOB, "params": {"cache": False}})
     assert response.status_code == 200, response.text
     return response.json()["job_id"]
 

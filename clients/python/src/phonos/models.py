@@ -35,6 +35,10 @@ class Model(_Resource):
     cost_credits: int = 0
     max_sequence_length: int = 0
     params: dict[str, Any] | None = None
+    params_schema: dict[str, Any] | None = None
+    input: str = ""
+    outputs: dict[str, Any] | None = None
+    cost_rule: str | None = None
     available: bool | None = None
 
 
@@ -131,6 +135,11 @@ class Job(_Resource):
     depends_on: str | None = None
     sequence: str = ""
     params: dict[str, Any] | None = None
+    cached: bool = False
+    cached_from: str | None = None
+    metrics: dict[str, Any] | None = None
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
     _client: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
