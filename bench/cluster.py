@@ -497,7 +497,13 @@ def run_cluster(*, jobs: int, database_url: str, redis_url: str, workdir: Path) 
             response = client.request(
                 "POST",
                 "/v1/predict",
-                json={"model": "esmfold", "sequence": SEQUENCE, "name": f"cluster-{index}"},
+                json={
+                    "model": "esmfold",
+                    "sequence": SEQUENCE,
+                    "name": f"cluster-{index}",
+                    # Every job a run of its own: the point is the workers, not result reuse.
+                    "params": {"cache": False},
+                },
                 headers={"Idempotency-Key": f"cluster-{index}"},
             )
             assert response.status_code == 200, response.text
@@ -617,7 +623,10 @@ from apps.accounts.models import Account
 from apps.accounts.services import api_key_create
 from apps.billing.services import account_open
 account = account_open(username="cluster", email="cluster@example.invalid", credits={UNLIMITED})
-Account.objects.filter(id=account.id).update(max_active_jobs={UNLIMITED})
+Account.objects.filter(id=account.id).update(
+    max_active_jobs={UNLIMITED}, max_key_rate_limit={UNLIMITED}
+)
+account.refresh_from_db()
 created = api_key_create(account=account, name="cluster", rate_limit_per_minute={UNLIMITED})
 print("CLUSTER_SETUP " + json.dumps({{"api_key": created.raw_key}}))
 """

@@ -32,7 +32,7 @@ from apps.jobs.models import Job
 from apps.jobs.registry import MODELS
 from apps.jobs.selectors import job_counts, job_get, job_list
 from apps.jobs.services import job_cancel, job_delete, job_submit
-from apps.usage.selectors import usage_summary
+from apps.usage.services import usage_report
 from apps.webhooks.selectors import webhook_delivery_list, webhook_get, webhook_list
 from apps.webhooks.services import webhook_create, webhook_delete, webhook_test_send
 
@@ -382,7 +382,7 @@ def usage(request: HttpRequest, account: Account) -> HttpResponse:
     return render(
         request,
         "dashboard/usage.html",
-        {"summary": usage_summary(account=account, days=USAGE_DAYS)},
+        {"summary": usage_report(account=account, days=USAGE_DAYS)},
     )
 
 

@@ -6,9 +6,7 @@ from rest_framework.response import Response
 
 from apps.accounts.api_request import ApiKeyRequest
 from apps.common.apis import PhonosApiView, error_responses
-from apps.common.counters import counters_flush
-from apps.usage.selectors import usage_summary
-from apps.usage.services import usage_fold
+from apps.usage.services import usage_report
 
 
 def _rows(
@@ -62,9 +60,4 @@ class UsageApi(PhonosApiView):
     def get(self, request: ApiKeyRequest) -> Response:
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        # What has been counted until now, not only what the last beat fold saw: this process's
-        # own buffer and every process's sent counters (others' buffers lag by at most
-        # PHONOS_USAGE_FLUSH_SECONDS).
-        counters_flush()
-        usage_fold()
-        return Response(usage_summary(account=request.user, days=filters.validated_data["days"]))
+        return Response(usage_report(account=request.user, days=filters.validated_data["days"]))

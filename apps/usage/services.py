@@ -13,17 +13,19 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import redis
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from apps.accounts.models import ApiKey
-from apps.common.counters import PENDING_HASH, counters_add
+from apps.accounts.models import Account, ApiKey
+from apps.common.counters import PENDING_HASH, counters_add, counters_flush
 from apps.common.ratelimit import redis_client
 from apps.common.request_usage import RequestUsage
 from apps.usage.models import UsageCounter, UsageFold
+from apps.usage.selectors import usage_summary
 
 logger = logging.getLogger(__name__)
 
@@ -174,3 +176,12 @@ def _counters_upsert(rows: list[_Row]) -> None:
             f"latency_ms_sum = {table}.latency_ms_sum + excluded.latency_ms_sum",
             parameters,
         )
+
+
+def usage_report(*, account: Account, days: int) -> dict[str, Any]:
+    """The account's usage as counted until now, not only what the last beat fold saw: this
+    process's own buffer and every process's sent counters are folded first (other processes'
+    buffers lag by at most PHONOS_USAGE_FLUSH_SECONDS)."""
+    counters_flush()
+    usage_fold()
+    return usage_summary(account=account, days=days)

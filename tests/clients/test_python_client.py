@@ -71,7 +71,9 @@ def test_a_fasta_of_twelve_records_is_folded_and_saved(
         structure = gemmi.read_structure(str(path))
         residues = sum(len(chain) for chain in structure[0])
         assert residues == len(SEQUENCES[int(path.stem.split("_")[1]) % 4]), index
-    assert lab.balance() == 1000 - 12 * 10
+    # Four distinct sequences: four runs charged, eight identical ones reused at no cost.
+    assert sum(job["cached"] for job in jobs) == 8
+    assert lab.balance() == 1000 - 4 * 10
 
 
 def test_a_429_is_retried_after_the_retry_after_the_server_gave(client_env, make_client):
