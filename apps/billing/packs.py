@@ -1,6 +1,6 @@
 """Credit packs sold through Stripe Checkout, parsed from `PHONOS_CREDIT_PACKS` at start-up.
 
-Pure Python (no Django) so that `phonos/settings.py` can parse and validate the setting.
+Pure Python (no Django) so that `phonos/settings/` can parse and validate the setting.
 """
 
 import re

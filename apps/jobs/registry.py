@@ -5,11 +5,11 @@ what it costs and how long its input may be, which queue runs it and for how lon
 parameters (type, default, range, choices, description: the only copy of those rules), the
 runner class that runs it on a worker, how that runner is configured, which setting names its
 weights, and what its outputs look like. The API's validation (apps.jobs.catalog), the OpenAPI
-schema and `/v1/models`, the dashboard's form and labels, `phonos/settings.py` (each model's
+schema and `/v1/models`, the dashboard's form and labels, `phonos/settings/` (each model's
 length and time-limit settings) and the worker's dispatch (workers.execution) all read it.
 
 This module is pure Python: no torch, JAX or RDKit, and no Django settings at import time
-(`phonos/settings.py` imports it to name each model's settings). Runners are named by dotted
+(`phonos/settings/` imports it to name each model's settings). Runners are named by dotted
 path and imported only on the worker that runs them. Adding a model is one entry in `MODELS`
 plus one runner module (docs/architecture.md, "Adding a model").
 """

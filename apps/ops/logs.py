@@ -1,5 +1,5 @@
 """Log formatting: JSON lines (production default) or plain text, each with the request id and
-job id of the context it was written in. Wired by `LOGGING` in phonos/settings.py, which
+job id of the context it was written in. Wired by `LOGGING` in phonos/settings/, which
 Celery workers use too (phonos/celery.py)."""
 
 import logging
