@@ -2,7 +2,6 @@
 may call `apps.usage`, which comes after jobs in the import order)."""
 
 import functools
-import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -12,31 +11,8 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
-from apps.common.request_usage import request_usage
 from apps.jobs.streams import on_db_thread
-from apps.usage.middleware import endpoint_name
-from apps.usage.services import usage_record
-
-logger = logging.getLogger(__name__)
-
-
-def _usage_record_here(request: HttpRequest, response: HttpResponseBase, started: float) -> None:
-    """Record the stream's usage on this pool thread. Left to the usage middleware, it would
-    open a database connection on the request's own thread and hold it until the stream ends."""
-    usage = request_usage(request)
-    if usage.api_key_id is None or usage.account_id is None:
-        return
-    try:
-        usage_record(
-            usage=usage,
-            endpoint=endpoint_name(request),
-            method=request.method or "",
-            status_code=response.status_code,
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
-    except Exception:
-        logger.exception("Could not record usage for %s", request.path)
-    usage.api_key_id = None  # recorded: the middleware must not record it again
+from apps.usage.middleware import request_usage_record
 
 
 def stream_view(
@@ -56,7 +32,9 @@ def stream_view(
         def set_up() -> HttpResponseBase:
             started = time.perf_counter()
             response = view(request, *args, **kwargs)
-            _usage_record_here(request, response, started)
+            # Recorded here, on this pool thread: left to the usage middleware, it would open a
+            # database connection on the request's own thread and hold it until the stream ends.
+            request_usage_record(request, status_code=response.status_code, started=started)
             return response
 
         return await on_db_thread(set_up)()

@@ -27,17 +27,26 @@ class UsageRecordingMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
-        usage = request_usage(request)
         response = self.get_response(request)
-        if usage.api_key_id is not None and usage.account_id is not None:
-            try:
-                usage_record(
-                    usage=usage,
-                    endpoint=endpoint_name(request),
-                    method=request.method or "",
-                    status_code=response.status_code,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                )
-            except Exception:
-                logger.exception("Could not record usage for %s", request.path)
+        request_usage_record(request, status_code=response.status_code, started=started)
         return response
+
+
+def request_usage_record(request: HttpRequest, *, status_code: int, started: float) -> None:
+    """Record what an authenticated request used, once: a request already recorded (the event
+    stream records its own) or without a key is skipped. Never raises: usage must not fail a
+    request that has already been answered."""
+    usage = request_usage(request)
+    if usage.api_key_id is None or usage.account_id is None:
+        return
+    try:
+        usage_record(
+            usage=usage,
+            endpoint=endpoint_name(request),
+            method=request.method or "",
+            status_code=status_code,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+    except Exception:
+        logger.exception("Could not record usage for %s", request.path)
+    usage.api_key_id = None
