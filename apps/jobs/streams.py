@@ -326,12 +326,48 @@ def job_event_batch(*, job: Job, after_id: int) -> EventBatch:
     )
 
 
+class _StreamClock:
+    """The clocks both stream loops keep between batches: the deadline, the last frame sent
+    (for keep-alives) and the last slot renewal."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+        self.deadline = self.now + settings.PHONOS_STREAM_MAX_SECONDS
+        self.last_sent = self.last_renewed = self.now
+
+    def after_batch(self, batch: EventBatch) -> tuple[list[str], bool, bool]:
+        """After a batch that did not finish the stream: the frames to send next (a keep-alive,
+        or the timeout frame), whether the stream ends with them, and whether the slot is due
+        for renewal."""
+        now = self.now = time.monotonic()
+        if batch.frames:
+            self.last_sent = now
+        if now >= self.deadline:
+            return [TIMEOUT_FRAME], True, False
+        frames = []
+        if now - self.last_sent >= KEEPALIVE_SECONDS:
+            self.last_sent = now
+            frames.append(KEEPALIVE_FRAME)
+        renew = now - self.last_renewed >= SLOT_RENEW_SECONDS
+        if renew:
+            self.last_renewed = now
+        return frames, False, renew
+
+    def wait_seconds(self, poll_seconds: float) -> float:
+        """How long an idle stream may wait before it polls, times out, or owes a keep-alive
+        or a renewal."""
+        return min(
+            poll_seconds,
+            self.deadline - self.now,
+            KEEPALIVE_SECONDS - (self.now - self.last_sent),
+            SLOT_RENEW_SECONDS - (self.now - self.last_renewed),
+        )
+
+
 def _blocking_stream(*, job: Job, after_id: int, slot: StreamSlot) -> Iterator[str]:
     """Under WSGI: the stream holds its thread, polling."""
     try:
-        now = time.monotonic()
-        deadline = now + settings.PHONOS_STREAM_MAX_SECONDS
-        last_sent = last_renewed = now
+        clock = _StreamClock()
         yield RETRY_FRAME
         while True:
             batch = job_event_batch(job=job, after_id=after_id)
@@ -339,20 +375,14 @@ def _blocking_stream(*, job: Job, after_id: int, slot: StreamSlot) -> Iterator[s
             yield from batch.frames
             if batch.finished:
                 return
-            now = time.monotonic()
-            if batch.frames:
-                last_sent = now
-            if now >= deadline:
-                yield TIMEOUT_FRAME
+            frames, ended, renew = clock.after_batch(batch)
+            yield from frames
+            if ended:
                 return
-            if now - last_sent >= KEEPALIVE_SECONDS:
-                last_sent = now
-                yield KEEPALIVE_FRAME
-            if now - last_renewed >= SLOT_RENEW_SECONDS:
-                last_renewed = now
+            if renew:
                 _slot_renew(slot)
             if not batch.more:
-                time.sleep(min(POLL_SECONDS, deadline - now))
+                time.sleep(min(POLL_SECONDS, clock.deadline - clock.now))
     finally:
         _slot_release(slot)
 
@@ -390,9 +420,7 @@ async def _async_stream(*, job: Job, after_id: int, slot: StreamSlot) -> AsyncIt
     poll_seconds = FALLBACK_POLL_SECONDS if settings.REDIS_URL else POLL_SECONDS
     read_batch = on_db_thread(job_event_batch)
     try:
-        now = time.monotonic()
-        deadline = now + settings.PHONOS_STREAM_MAX_SECONDS
-        last_sent = last_renewed = now
+        clock = _StreamClock()
         yield RETRY_FRAME
         while True:
             # Cleared before reading: an event committed during the read wakes the next wait.
@@ -403,26 +431,16 @@ async def _async_stream(*, job: Job, after_id: int, slot: StreamSlot) -> AsyncIt
                 yield frame
             if batch.finished:
                 return
-            now = time.monotonic()
-            if batch.frames:
-                last_sent = now
-            if now >= deadline:
-                yield TIMEOUT_FRAME
+            frames, ended, renew = clock.after_batch(batch)
+            for frame in frames:
+                yield frame
+            if ended:
                 return
-            if now - last_sent >= KEEPALIVE_SECONDS:
-                last_sent = now
-                yield KEEPALIVE_FRAME
-            if now - last_renewed >= SLOT_RENEW_SECONDS:
-                last_renewed = now
+            if renew:
                 await on_db_thread(_slot_renew)(slot)
             if batch.more:
                 continue
-            wait = min(
-                poll_seconds,
-                deadline - now,
-                KEEPALIVE_SECONDS - (now - last_sent),
-                SLOT_RENEW_SECONDS - (now - last_renewed),
-            )
+            wait = clock.wait_seconds(poll_seconds)
             try:
                 await asyncio.wait_for(wake.wait(), timeout=max(wait, 0.01))
             except TimeoutError:

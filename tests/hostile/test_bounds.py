@@ -158,18 +158,8 @@ def test_the_openapi_document_is_built_once_per_process(live_server, monkeypatch
     assert len(builds) <= 2
 
 
-@pytest.mark.slow
-def test_a_diffdock_failure_shows_no_server_path(alice, start_worker, s3_storage, tmp_path):
-    installation = tmp_path / "DiffDock"
-    site_packages = Path(sys.prefix) / "lib" / "site-packages" / "torch" / "cuda" / "memory.py"
-    fake_diffdock(
-        installation,
-        fail_with=(
-            f'  File "{installation}/inference.py", line 40, in <module>\n'
-            f'  File "{site_packages}", line 9, in alloc\n'
-            "torch.OutOfMemoryError: CUDA out of memory"
-        ),
-    )
+def _diffdock_job(alice, start_worker, s3_storage, installation: Path) -> tuple[str, dict]:
+    """Run one DiffDock job on a worker using the fake installation; its id and final state."""
     start_worker(
         queues="diffdock",
         PHONOS_DIFFDOCK_DIR=str(installation),
@@ -184,7 +174,22 @@ def test_a_diffdock_failure_shows_no_server_path(alice, start_worker, s3_storage
             "params": {"protein_pdb": PROTEIN_PDB, "inference_steps": 12, "samples_per_complex": 2},
         },
     ).json()["job_id"]
-    job = wait_for_status(alice, job_id, {"completed", "failed"})
+    return job_id, wait_for_status(alice, job_id, {"completed", "failed"})
+
+
+@pytest.mark.slow
+def test_a_diffdock_failure_shows_no_server_path(alice, start_worker, s3_storage, tmp_path):
+    installation = tmp_path / "DiffDock"
+    site_packages = Path(sys.prefix) / "lib" / "site-packages" / "torch" / "cuda" / "memory.py"
+    fake_diffdock(
+        installation,
+        fail_with=(
+            f'  File "{installation}/inference.py", line 40, in <module>\n'
+            f'  File "{site_packages}", line 9, in alloc\n'
+            "torch.OutOfMemoryError: CUDA out of memory"
+        ),
+    )
+    _, job = _diffdock_job(alice, start_worker, s3_storage, installation)
     assert job["status"] == "failed"
     error = job["error"]
     assert "DiffDock exited with status 1" in error and "CUDA out of memory" in error
@@ -199,21 +204,7 @@ def test_a_diffdock_log_a_tenant_downloads_shows_no_server_path(
     alice, start_worker, s3_storage, tmp_path
 ):
     installation = fake_diffdock(tmp_path / "DiffDock")
-    start_worker(
-        queues="diffdock",
-        PHONOS_DIFFDOCK_DIR=str(installation),
-        PHONOS_DIFFDOCK_PYTHON=sys.executable,
-        **s3_storage,
-    )
-    job_id = alice.post(
-        "/v1/predict",
-        json={
-            "model": "diffdock",
-            "sequence": LIGAND,
-            "params": {"protein_pdb": PROTEIN_PDB, "inference_steps": 12, "samples_per_complex": 2},
-        },
-    ).json()["job_id"]
-    job = wait_for_status(alice, job_id, {"completed", "failed"})
+    job_id, job = _diffdock_job(alice, start_worker, s3_storage, installation)
     assert job["status"] == "completed", job["error"]
     log = alice.get(f"/v1/jobs/{job_id}/results/archive")
     assert log.status_code == 200

@@ -27,6 +27,8 @@ from workers.runners.base import (
     ProgressCallback,
     RunnerError,
     RunResult,
+    confidence_write,
+    sequence_validate,
 )
 from workers.runners.msa import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -43,7 +45,6 @@ DATA_DIR_SETTING = "PHONOS_COLABFOLD_DATA_DIR"
 # Written next to `params/` by workers.af2_checkpoints: marks random weights and holds the
 # config changes (fewer blocks) their shapes were made for.
 MODEL_CONFIG_FILE = "phonos_model_config.json"
-CONFIDENCE_FILE = "confidence.json"
 MODEL_NUMBERS = (1, 2, 3, 4, 5)
 ALPHABET = "ACDEFGHIKLMNPQRSTVWYX"
 CHAIN_SEPARATOR = ":"
@@ -567,7 +568,6 @@ def _write_outputs(
         "samples": [{key: sample[key] for key in per_sample} for sample in samples],
         "best_sample": 0,
     }
-    confidence_path = workdir / CONFIDENCE_FILE
     confidence = {
         **summary,
         "sequence": CHAIN_SEPARATOR.join(chains),
@@ -575,15 +575,7 @@ def _write_outputs(
         "pae": best["pae"],
         "samples": samples,
     }
-    confidence_path.write_text(json.dumps(confidence))
-    files.append(
-        OutputFile(
-            name=CONFIDENCE_FILE,
-            path=confidence_path,
-            content_type="application/json",
-            role="confidence",
-        )
-    )
+    files.append(confidence_write(workdir, confidence))
     return files, summary
 
 
@@ -776,17 +768,12 @@ def _version(distribution: str) -> str:
 
 
 def _validate_sequence(sequence: str) -> str:
-    sequence = sequence.strip().upper()
-    if not sequence:
-        raise RunnerError("the sequence is empty")
-    invalid = sorted(set(sequence) - set(ALPHABET))
-    if invalid:
-        raise RunnerError(
-            f"the sequence contains unsupported characters {''.join(invalid)!r}; "
-            f"AlphaFold2 takes chains of the residues {ALPHABET}, separated by "
-            f"{CHAIN_SEPARATOR!r}"
-        )
-    return sequence
+    return sequence_validate(
+        sequence,
+        alphabet=ALPHABET,
+        takes=f"AlphaFold2 takes chains of the residues {ALPHABET}, separated by "
+        f"{CHAIN_SEPARATOR!r}",
+    )
 
 
 def _parse_a3m(a3m: str, *, sequence: str) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ on a GPU box alone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ ProgressStage = Literal["loading_model", "msa", "inference", "writing_outputs"]
 # (stage, fraction of that stage done in [0, 1], or None when the runner cannot tell)
 ProgressCallback = Callable[[ProgressStage, float | None], None]
 OutputRole = Literal["structure", "confidence", "msa"]
+# The file the confidence endpoint serves; every runner writes one.
+CONFIDENCE_FILE = "confidence.json"
 
 
 class RunnerError(Exception):
@@ -38,6 +41,29 @@ class OutputFile:
     path: Path
     content_type: str
     role: OutputRole
+
+
+def sequence_validate(sequence: str, *, alphabet: str, takes: str) -> str:
+    """The sequence stripped and upper-cased. Raises RunnerError when it is empty or holds a
+    character outside `alphabet`; `takes` ends that message, saying what the model takes."""
+    sequence = sequence.strip().upper()
+    if not sequence:
+        raise RunnerError("the sequence is empty")
+    invalid = sorted(set(sequence) - set(alphabet))
+    if invalid:
+        raise RunnerError(
+            f"the sequence contains unsupported characters {''.join(invalid)!r}; {takes}"
+        )
+    return sequence
+
+
+def confidence_write(workdir: Path, confidence: dict[str, Any]) -> OutputFile:
+    """Write a run's full confidence record into `workdir` as `CONFIDENCE_FILE`."""
+    path = workdir / CONFIDENCE_FILE
+    path.write_text(json.dumps(confidence))
+    return OutputFile(
+        name=CONFIDENCE_FILE, path=path, content_type="application/json", role="confidence"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

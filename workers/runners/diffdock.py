@@ -11,7 +11,6 @@ reads and the `rank{N}_confidence{c}.sdf` files it writes.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 import subprocess
@@ -24,10 +23,19 @@ import yaml
 from rdkit import Chem
 
 from apps.jobs.registry import MODELS
-from workers.runners.base import JobInputs, OutputFile, ProgressCallback, RunnerError, RunResult
+from workers.runners.base import (
+    JobInputs,
+    OutputFile,
+    ProgressCallback,
+    RunnerError,
+    RunResult,
+    confidence_write,
+)
 from workers.runners.docking import (
+    POSES_FILE,
     complex_pdb,
     file_stem,
+    pose_outputs,
     protein_pdb_text,
     read_ligand,
     read_protein,
@@ -38,8 +46,6 @@ DIR_SETTING = "PHONOS_DIFFDOCK_DIR"
 PYTHON_SETTING = "PHONOS_DIFFDOCK_PYTHON"
 CONFIG_FILE = "default_inference_args.yaml"
 COMPLEX_NAME = "complex"
-CONFIDENCE_FILE = "confidence.json"
-POSES_FILE = "poses.sdf"
 LOG_FILE = "diffdock.log"
 MAX_BATCH_SIZE = 10
 STDERR_LINES = 8
@@ -165,29 +171,14 @@ class DiffDockRunner:
         complex_name = f"{stem}_complex.pdb"
         complex_path = workdir / complex_name
         complex_path.write_text(complex_pdb(protein=protein, ligand=poses[0]))
-        confidence_path = workdir / CONFIDENCE_FILE
-        confidence_path.write_text(json.dumps({**summary, "ligand_smiles": smiles}))
+        confidence = confidence_write(workdir, {**summary, "ligand_smiles": smiles})
         write_s = time.perf_counter() - writing_started
 
         files = [
-            OutputFile(
-                name=complex_name,
-                path=complex_path,
-                content_type="chemical/x-pdb",
-                role="structure",
+            *pose_outputs(
+                complex_name=complex_name, complex_path=complex_path, poses_path=poses_path
             ),
-            OutputFile(
-                name=POSES_FILE,
-                path=poses_path,
-                content_type="chemical/x-mdl-sdfile",
-                role="structure",
-            ),
-            OutputFile(
-                name=CONFIDENCE_FILE,
-                path=confidence_path,
-                content_type="application/json",
-                role="confidence",
-            ),
+            confidence,
             OutputFile(name=LOG_FILE, path=log_path, content_type="text/plain", role="confidence"),
         ]
         files += [

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gemmi
 from rdkit import Chem, rdBase
 
 from apps.jobs.chemistry import LIGAND_FILE_FORMATS, LigandFormatError, ligand_from_text
-from workers.runners.base import RunnerError
+from workers.runners.base import OutputFile, RunnerError
 
 LIGAND_RESIDUE = "LIG"
+POSES_FILE = "poses.sdf"
 
 
 @dataclass(frozen=True)
@@ -147,3 +149,19 @@ def file_stem(name: str, default: str = "docking") -> str:
     # Job names are user text; keep file names safe to join onto workdir and to serve.
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_-")[:64]
     return stem or default
+
+
+def pose_outputs(*, complex_name: str, complex_path: Path, poses_path: Path) -> list[OutputFile]:
+    """The files every docking result starts with: the complex (the primary file), then all
+    poses as one SDF named `POSES_FILE`."""
+    return [
+        OutputFile(
+            name=complex_name, path=complex_path, content_type="chemical/x-pdb", role="structure"
+        ),
+        OutputFile(
+            name=POSES_FILE,
+            path=poses_path,
+            content_type="chemical/x-mdl-sdfile",
+            role="structure",
+        ),
+    ]

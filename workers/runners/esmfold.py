@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -26,6 +25,8 @@ from workers.runners.base import (
     ProgressStage,
     RunnerError,
     RunResult,
+    confidence_write,
+    sequence_validate,
 )
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ DEFAULT_WEIGHTS = "facebook/esmfold_v1"
 ALPHABET = "".join(residue_constants.restypes_with_x)
 # config.json key that marks a checkpoint as random weights (see workers.checkpoints).
 UNTRAINED_CONFIG_KEY = "phonos_untrained"
-CONFIDENCE_FILE = "confidence.json"
 # The pTM and PAE heads' largest distance bin, in Å, as `EsmForProteinFolding.forward` uses it.
 PAE_MAX_BIN = 31
 # The language model's precision on GPU (CPUs run it in fp32); bf16 where the GPU supports it.
@@ -399,26 +399,20 @@ class EsmFoldRunner:
         }
         pdb_path = workdir / pdb_name
         pdb_path.write_text(_to_pdb(output=crop, plddt=plddt))
-        confidence_path = workdir / CONFIDENCE_FILE
         confidence = {
             **summary,
             "sequence": sequence,
             "plddt": plddt,
             "pae": [[round(value, 2) for value in pae_row] for pae_row in pae.tolist()],
         }
-        confidence_path.write_text(json.dumps(confidence))
+        confidence_file = confidence_write(workdir, confidence)
         params = job.params
         return RunResult(
             files=[
                 OutputFile(
                     name=pdb_name, path=pdb_path, content_type="chemical/x-pdb", role="structure"
                 ),
-                OutputFile(
-                    name=CONFIDENCE_FILE,
-                    path=confidence_path,
-                    content_type="application/json",
-                    role="confidence",
-                ),
+                confidence_file,
             ],
             primary_file=pdb_name,
             summary=summary,
@@ -557,16 +551,9 @@ def _fold_error(job: _BatchJob, error: Exception) -> Exception:
 
 
 def _validate_sequence(sequence: str) -> str:
-    sequence = sequence.strip().upper()
-    if not sequence:
-        raise RunnerError("the sequence is empty")
-    invalid = sorted(set(sequence) - set(ALPHABET))
-    if invalid:
-        raise RunnerError(
-            f"the sequence contains unsupported characters {''.join(invalid)!r}; "
-            f"ESMFold takes one chain of the residues {ALPHABET}"
-        )
-    return sequence
+    return sequence_validate(
+        sequence, alphabet=ALPHABET, takes=f"ESMFold takes one chain of the residues {ALPHABET}"
+    )
 
 
 def _read_params(params: dict[str, Any]) -> EsmFoldParams:

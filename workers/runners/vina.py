@@ -37,18 +37,25 @@ from rdkit.Chem import rdDistGeom, rdForceFieldHelpers, rdMolAlign
 
 from apps.jobs.chemistry import LigandFormatError, ligand_from_text, residue_label
 from apps.jobs.registry import MODELS
-from workers.runners.base import JobInputs, OutputFile, ProgressCallback, RunnerError, RunResult
+from workers.runners.base import (
+    JobInputs,
+    OutputFile,
+    ProgressCallback,
+    RunnerError,
+    RunResult,
+    confidence_write,
+)
 from workers.runners.docking import (
+    POSES_FILE,
     Ligand,
     complex_pdb,
     file_stem,
+    pose_outputs,
     protein_pdb_text,
     read_ligand,
     read_protein,
 )
 
-CONFIDENCE_FILE = "confidence.json"
-POSES_FILE = "poses.sdf"
 RECEPTOR_FILE = "receptor.pdbqt"
 # The default box covers the whole protein plus this margin, up to MAX_DEFAULT_BOX_SIZE per
 # side; a larger protein gets a box of that size around its centre (give a box to aim it).
@@ -232,29 +239,19 @@ class VinaRunner:
         complex_name = f"{stem}_complex.pdb"
         complex_path = workdir / complex_name
         complex_path.write_text(complex_pdb(protein=protein, ligand=poses[0]))
-        confidence_path = workdir / CONFIDENCE_FILE
         box = {
             "center": [round(value, 3) for value in center],
             "size": [round(value, 3) for value in size],
         }
-        confidence_path.write_text(
-            json.dumps({**summary, "ligand_smiles": ligand.smiles, "box": box, "seed": params.seed})
+        confidence = confidence_write(
+            workdir, {**summary, "ligand_smiles": ligand.smiles, "box": box, "seed": params.seed}
         )
         write_s = time.perf_counter() - writing_started
 
         return RunResult(
             files=[
-                OutputFile(
-                    name=complex_name,
-                    path=complex_path,
-                    content_type="chemical/x-pdb",
-                    role="structure",
-                ),
-                OutputFile(
-                    name=POSES_FILE,
-                    path=poses_path,
-                    content_type="chemical/x-mdl-sdfile",
-                    role="structure",
+                *pose_outputs(
+                    complex_name=complex_name, complex_path=complex_path, poses_path=poses_path
                 ),
                 OutputFile(
                     name=RECEPTOR_FILE,
@@ -262,12 +259,7 @@ class VinaRunner:
                     content_type="text/plain",
                     role="structure",
                 ),
-                OutputFile(
-                    name=CONFIDENCE_FILE,
-                    path=confidence_path,
-                    content_type="application/json",
-                    role="confidence",
-                ),
+                confidence,
             ],
             primary_file=complex_name,
             summary=summary,

@@ -9,7 +9,7 @@ import json
 import os
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,29 @@ def resolve_config(api_key: str | None, base_url: str | None) -> tuple[str, str]
         raise PhonosError("No API key: pass api_key= or set PHONOS_API_KEY")
     url = (base_url or os.environ.get("PHONOS_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
     return key, url
+
+
+def http_options(api_key: str | None, base_url: str | None, timeout: float) -> dict[str, Any]:
+    """The keyword arguments of the sync and async clients' `httpx` client."""
+    key, url = resolve_config(api_key, base_url)
+    return {
+        "base_url": url,
+        "headers": {"Authorization": f"Bearer {key}", "User-Agent": "phonos-python/0.1"},
+        "timeout": timeout,
+        "follow_redirects": True,
+    }
+
+
+def failure_delay(
+    status: int, headers: Mapping[str, str], content: bytes, attempt: int, max_retries: int
+) -> float:
+    """Seconds before retrying an unsuccessful answer; raises its error when it is not to be
+    retried (a status that is not transient, or no retries left)."""
+    retry_after = parse_retry_after(headers.get("Retry-After"))
+    error = error_from(status, content, retry_after)
+    if status not in RETRY_STATUSES or attempt > max_retries:
+        raise error
+    return retry_delay(attempt, retry_after)
 
 
 def retry_delay(attempt: int, retry_after: float | None) -> float:

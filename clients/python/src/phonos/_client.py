@@ -65,15 +65,10 @@ class Client:
         max_retries: int = 4,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        key, self.base_url = calls.resolve_config(api_key, base_url)
+        options = calls.http_options(api_key, base_url, timeout)
+        self.base_url: str = options["base_url"]
         self.max_retries = max_retries
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {key}", "User-Agent": "phonos-python/0.1"},
-            timeout=timeout,
-            follow_redirects=True,
-            transport=transport,
-        )
+        self._http = httpx.Client(**options, transport=transport)
         self.jobs = Jobs(self)
         self.webhooks = Webhooks(self)
 
@@ -111,11 +106,15 @@ class Client:
                 return response
             if stream:
                 response.read()
-            retry_after = calls.parse_retry_after(response.headers.get("Retry-After"))
-            error = calls.error_from(response.status_code, response.content, retry_after)
-            if response.status_code not in calls.RETRY_STATUSES or attempt > self.max_retries:
-                raise error
-            time.sleep(calls.retry_delay(attempt, retry_after))
+            time.sleep(
+                calls.failure_delay(
+                    response.status_code,
+                    response.headers,
+                    response.content,
+                    attempt,
+                    self.max_retries,
+                )
+            )
 
     def _run(self, call: calls.Call) -> Any:
         return call.read(self._send(call).json(), self)
