@@ -90,7 +90,9 @@ def main() -> None:
         to_running, to_done = [], []
         for _ in range(args.jobs + 1):
             submitted = time.time()
-            job = job_submit(account=account, api_key=None, submission=submission)
+            # Identical submissions would be answered from the result cache without a worker
+            # (no started_at): bypass it as `Cache-Control: no-cache` does.
+            job = job_submit(account=account, api_key=None, submission=submission, use_cache=False)
             while True:
                 job.refresh_from_db()
                 if job.status in Job.TERMINAL:
