@@ -63,14 +63,12 @@ def _job_webhook_emit(*, job: Job, event: str) -> None:
     )
 
 
-def job_enqueue(*, job_id: uuid.UUID, model: str, marked: bool = False) -> bool:
-    """Publish the job's task. A broker that is down is logged, not raised: the sweeper
-    re-enqueues pending jobs whose task never arrived.
-
-    `marked`: the job was created with `enqueued_at` already set, so that a submission commits
-    once; only a failed publish writes then, clearing the mark so the sweeper's next pass
-    publishes it. (A process killed between that commit and the publish leaves the mark: the
-    sweeper's lost-message pass publishes it after PHONOS_REPUBLISH_AFTER_SECONDS.)"""
+def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
+    """Publish the job's task, then mark it published. A broker that is down is logged, not
+    raised: the sweeper publishes pending jobs that were never marked within seconds. The mark
+    is written after the publish on purpose: a process killed between the submission's commit
+    and the publish leaves the job unmarked, so it is not left for the hour-long lost-message
+    pass (measured in bench/cluster.py, where an API server is killed mid-run)."""
     time_limit = MODELS[model].time_limit
     if not task_publish(
         RUN_JOB_TASK,
@@ -81,11 +79,8 @@ def job_enqueue(*, job_id: uuid.UUID, model: str, marked: bool = False) -> bool:
         soft_time_limit=time_limit,
         time_limit=time_limit + settings.PHONOS_HARD_LIMIT_GRACE_SECONDS,
     ):
-        if marked:
-            Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=None)
         return False
-    if not marked:
-        Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=timezone.now())
+    Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=timezone.now())
     return True
 
 
@@ -314,9 +309,8 @@ def job_submit(
         submission=submission,
         job_id=uuid.uuid4(),
         key=key,
-        enqueued_at=timezone.now(),  # published on commit: one commit (job_enqueue's `marked`)
     )
-    transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model, marked=True))
+    transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
     return job
 
 
