@@ -48,9 +48,12 @@ PHONOS_HARD_LIMIT_GRACE_SECONDS = 60
 # Redis hands an unacknowledged message to another worker after this long. It must outlast the
 # longest hard time limit, or a long job still running would be started a second time; a worker
 # that dies instead is noticed by the sweeper's heartbeat check long before (docs/workers.md).
-CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = (
-    max(PHONOS_TIME_LIMITS.values()) + PHONOS_HARD_LIMIT_GRACE_SECONDS + 600
-)
+# (Redis only: the embedded default's SQLite broker passes its options to SQLAlchemy, which
+# refuses this one.)
+if REDIS_URL:
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = (
+        max(PHONOS_TIME_LIMITS.values()) + PHONOS_HARD_LIMIT_GRACE_SECONDS + 600
+    )
 # Refuse (503) submissions for a model no live worker reports ready. Off outside production by
 # default: tests and development submit jobs without workers (docs/workers.md).
 PHONOS_REQUIRE_AVAILABLE_WORKER = env_bool("PHONOS_REQUIRE_AVAILABLE_WORKER", IS_PRODUCTION)
