@@ -126,6 +126,20 @@ def free_port() -> int:
     raise RuntimeError("no free port below 32768")
 
 
+def wait_until_serving(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Until `url`'s /v1/health answers 200; fails with the server's log if it exits or is late."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, log.read_text()
+        try:
+            if requests.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+
+
 ESMFOLD_JOB = {"model": "esmfold", "sequence": "MGSSHHHHHHSSGLVPRGSHMASMTGGQQMGRGS", "name": "demo"}
 
 

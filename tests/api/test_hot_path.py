@@ -26,7 +26,7 @@ from apps.common.request_usage import RequestUsage
 from apps.jobs.models import Job
 from apps.usage.models import UsageCounter, UsageFold
 from apps.usage.services import CLAIM_PREFIX, CLAIMS_SET, usage_fold, usage_record
-from tests.conftest import ESMFOLD_JOB, free_port, worker_environment
+from tests.conftest import ESMFOLD_JOB, free_port, wait_until_serving, worker_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -63,16 +63,7 @@ def gunicorn(tmp_path) -> Iterator[Gunicorn]:
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        assert process.poll() is None, log.read_text()
-        try:
-            if requests.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
+    wait_until_serving(url, process, log, timeout=60)
     try:
         yield Gunicorn(url=url, process=process)
     finally:

@@ -29,7 +29,7 @@ from apps.accounts.services import api_key_create
 from apps.billing.services import account_open
 from apps.jobs.models import Job
 from apps.jobs.services import job_event_record, job_progress
-from tests.conftest import free_port, worker_environment
+from tests.conftest import free_port, wait_until_serving, worker_environment
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -112,16 +112,7 @@ def served(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[Ser
         start_new_session=True,
     )
     server = Served(port=port, process=process, log=log)
-    deadline = time.monotonic() + 90
-    while True:
-        assert process.poll() is None, log.read_text()
-        try:
-            if requests.get(f"{server.url}/v1/health", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
+    wait_until_serving(server.url, process, log, timeout=90)
     try:
         yield server
     finally:
