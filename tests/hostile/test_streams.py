@@ -285,6 +285,9 @@ def test_200_open_streams_leave_the_api_answering(served):
     held_count, ended_count = 200, 40
 
     async def scenario() -> dict[str, float]:
+        # The API's latency before any stream opens: the same probe, at the same moment, so a
+        # machine loaded by other work raises both figures alike.
+        baseline = await api_latencies(served, tenants, rounds=40)
         # 200 streams on running jobs, a quarter of them resuming from a hostile id.
         started = time.perf_counter()
 
@@ -354,11 +357,14 @@ def test_200_open_streams_leave_the_api_answering(served):
             "p50_ms": percentile(latencies, 0.50) * 1000,
             "p99_ms": percentile(latencies, 0.99) * 1000,
             "max_ms": max(latencies) * 1000,
+            "baseline_p99_ms": percentile(baseline, 0.99) * 1000,
         }
 
     figures = run_in_new_loop(scenario())
     print(f"\n{held_count} streams held; API while they were open: {figures}")
-    assert figures["p99_ms"] < 200, figures
+    # Open streams must not slow the API: p99 under 200 ms, or on a machine busy with other
+    # work, within 3x of the p99 measured just before the streams opened.
+    assert figures["p99_ms"] < max(200, 3 * figures["baseline_p99_ms"]), figures
     assert figures["database_connections"] < 40, figures
     assert figures["ended_max_seconds"] < 2, figures
     # Pub/sub wakes them: well before the 5 s fallback poll.
