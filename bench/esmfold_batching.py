@@ -31,7 +31,9 @@ def mixed_sequences(
 ) -> list[str]:
     """`count` chains with lengths spread evenly from `shortest` to `longest`, in random order."""
     rng = random.Random(seed)
-    lengths = [shortest + round(i * (longest - shortest) / (count - 1)) for i in range(count)]
+    # One chain is `shortest` long (the GPU bench folds single chains of a set length).
+    steps = max(count - 1, 1)
+    lengths = [shortest + round(i * (longest - shortest) / steps) for i in range(count)]
     rng.shuffle(lengths)
     return ["".join(rng.choice(STANDARD_RESIDUES) for _ in range(length)) for length in lengths]
 

@@ -14,6 +14,11 @@ without CUDA (exit 2).
    GPU supports it (the folding trunk runs in fp32 with TF32 matmuls, as in production).
 4. Folds 16 chains of 50-300 residues one at a time, then batched (`batch_plan` + `run_batch`).
 
+`--smoke` runs the same steps on a CPU in seconds, to know the script works before a GPU is
+lent: the tiny random checkpoint (`workers.checkpoints`) instead of the full-size build, loaded
+through the same production path, shorter chains (16-64 residues; 16 chains of 20-60 for the
+throughput), the same report and JSON (`"smoke": true`; peak memory is null on a CPU).
+
 Anchor: the ESMFold paper reports 14.2 s for a 384-residue chain on a V100.
 Random weights fold nothing meaningful, but every operation has real shapes, so the timings
 and memory are the real model's.
@@ -38,6 +43,7 @@ from workers.runners.esmfold import UNTRAINED_CONFIG_KEY
 
 PAPER_ANCHOR = "ESMFold paper: 14.2 s for 384 residues on a V100"
 FOLD_LENGTHS = (128, 256, 384, 512)
+SMOKE_FOLD_LENGTHS = (16, 32, 48, 64)
 
 
 def esmfold_v1_config() -> EsmConfig:
@@ -121,11 +127,13 @@ def fold_timings(runner: Any, lengths: tuple[int, ...], workdir: Path) -> list[d
     from bench.esmfold_batching import mixed_sequences
     from workers.runners import JobInputs
 
+    cuda = runner.device.startswith("cuda")
     rows = []
     for length in lengths:
         (sequence,) = mixed_sequences(1, length, length, seed=length)
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         try:
             runner.run(
@@ -133,17 +141,24 @@ def fold_timings(runner: Any, lengths: tuple[int, ...], workdir: Path) -> list[d
                 workdir=workdir / f"L{length}",
                 progress=_ignore_progress,
             )
-            torch.cuda.synchronize()
+            if cuda:
+                torch.cuda.synchronize()
             seconds: float | None = time.perf_counter() - started
             error = None
         except Exception as exc:  # an OOM or the like is a result to report, not a crash
             seconds, error = None, f"{type(exc).__name__}: {exc}"
-        peak = torch.cuda.max_memory_allocated() / 2**30
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
         rows.append(
-            {"length": length, "seconds": seconds, "peak_gib": round(peak, 2), "error": error}
+            {
+                "length": length,
+                "seconds": seconds,
+                "peak_gib": None if peak is None else round(peak, 2),
+                "error": error,
+            }
         )
         shown = f"{seconds:7.2f} s" if seconds is not None else f"failed ({error})"
-        print(f"  L={length:>4}: {shown}, peak {peak:6.2f} GiB", flush=True)
+        memory = "n/a (cpu)" if peak is None else f"{peak:6.2f} GiB"
+        print(f"  L={length:>4}: {shown}, peak {memory}", flush=True)
     return rows
 
 
@@ -156,8 +171,11 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=4096)
     parser.add_argument("--max-jobs", type=int, default=8)
     parser.add_argument("--max-padding", type=float, default=0.3)
+    parser.add_argument(
+        "--smoke", action="store_true", help="the same steps on a CPU with a tiny model, seconds"
+    )
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    if not args.smoke and not torch.cuda.is_available():
         print(
             "bench/gpu_esmfold.py needs a CUDA GPU (torch.cuda.is_available() is False); "
             "use bench/esmfold_batching.py on a CPU",
@@ -171,33 +189,48 @@ def main() -> int:
     from workers.runners.esmfold import BatchLimits, EsmFoldRunner
 
     transformers.utils.logging.disable_progress_bar()
+    smoke = bool(args.smoke)
+    device = "cpu" if smoke else "cuda"
     torch.backends.cuda.matmul.allow_tf32 = True
-    gpu = torch.cuda.get_device_name()
+    gpu = "cpu (smoke)" if smoke else torch.cuda.get_device_name()
     print(f"{gpu}; torch {torch.__version__}, transformers {transformers.__version__}")
     print(f"anchor: {PAPER_ANCHOR}", flush=True)
-    report: dict[str, Any] = {"gpu": gpu, "torch": torch.__version__, "folds": {}}
+    report: dict[str, Any] = {"gpu": gpu, "torch": torch.__version__, "smoke": smoke, "folds": {}}
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         root = Path(tmp)
         checkpoint = root / "esmfold-v1-random"
-        build_s = write_checkpoint(checkpoint)
-        print(f"built and saved random esmfold_v1 in {build_s:.1f} s", flush=True)
+        if smoke:
+            from workers.checkpoints import write_tiny_esmfold
+
+            started = time.perf_counter()
+            write_tiny_esmfold(checkpoint)
+            build_s = time.perf_counter() - started
+            print(f"smoke: wrote the tiny random checkpoint in {build_s:.1f} s", flush=True)
+        else:
+            build_s = write_checkpoint(checkpoint)
+            print(f"built and saved random esmfold_v1 in {build_s:.1f} s", flush=True)
         report["build_s"] = round(build_s, 1)
 
-        dtypes = ["float16"] + (["bfloat16"] if torch.cuda.is_bf16_supported() else [])
+        # On a CPU the language model runs in fp32 whatever gpu_lm_dtype says: one pass.
+        if smoke:
+            dtypes = ["float16"]
+        else:
+            dtypes = ["float16"] + (["bfloat16"] if torch.cuda.is_bf16_supported() else [])
         runner = None
         for dtype in dtypes:
             runner = None
             gc.collect()
-            torch.cuda.empty_cache()
+            if not smoke:
+                torch.cuda.empty_cache()
             started = time.perf_counter()
             runner = EsmFoldRunner(
-                weights=str(checkpoint), device="cuda", local_files_only=True, gpu_lm_dtype=dtype
+                weights=str(checkpoint), device=device, local_files_only=True, gpu_lm_dtype=dtype
             )
             runner.load()
             load_s = time.perf_counter() - started
             print(
-                f"language model {dtype}: loaded in {load_s:.1f} s "
+                f"language model {'float32 (cpu)' if smoke else dtype}: loaded in {load_s:.1f} s "
                 f"({parameter_count(runner.model) / 1e9:.2f} B parameters)",
                 flush=True,
             )
@@ -205,23 +238,29 @@ def main() -> int:
             runner.predict(mixed_sequences(1, 64, 64), params={})
             report["folds"][dtype] = {
                 "load_s": round(load_s, 1),
-                "rows": fold_timings(runner, FOLD_LENGTHS, root / dtype),
+                "rows": fold_timings(
+                    runner, SMOKE_FOLD_LENGTHS if smoke else FOLD_LENGTHS, root / dtype
+                ),
             }
 
         assert runner is not None
         limits = BatchLimits(
             max_tokens=args.max_tokens, max_jobs=args.max_jobs, max_padding=args.max_padding
         )
-        sequences = mixed_sequences(16)
+        sequences = mixed_sequences(16, 20, 60) if smoke else mixed_sequences(16)
         comparison = compare(
             runner,
             sequences,
             limits=limits,
             params={"chunk_size": None},
             workdir=root / "throughput",
-            synchronize=True,
+            synchronize=not smoke,
         )
-        print(f"16 chains of 50-300 residues, language model {dtypes[-1]}; {limits}")
+        lengths = sorted(len(sequence) for sequence in sequences)
+        print(
+            f"16 chains of {lengths[0]}-{lengths[-1]} residues, language model "
+            f"{'float32 (cpu)' if smoke else dtypes[-1]}; {limits}"
+        )
         print(comparison.report(len(sequences)), flush=True)
         report["throughput"] = {
             "alone_s": round(comparison.alone_s, 2),

@@ -1,8 +1,9 @@
 """This worker's presence heartbeat: which queues it consumes and which models it holds ready.
 
-It is written by the process that holds the models (the prefork pool process; model queues run
-`--concurrency 1`), so a model is reported ready only once that process really loaded it, and
-a process that dies stops refreshing it. The key and JSON layout are in docs/workers.md; the
+It is written by the process that holds the models (the prefork pool process, where model
+queues run `--concurrency 1`, or the ESMFold threads-pool worker's own process), so a model is
+reported ready only once that process really loaded it, and a process that dies stops
+refreshing it. The key and JSON layout are in docs/workers.md; the
 reader is apps.jobs.availability.
 """
 

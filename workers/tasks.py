@@ -14,6 +14,7 @@ from celery.signals import (
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
+    worker_shutdown,
 )
 
 # Imported with the tasks so that it counts this process's job tasks from the first one.
@@ -58,7 +59,10 @@ def preload_models_in_this_process(sender: object, **_: Any) -> None:
 
 
 @worker_process_shutdown.connect
+@worker_shutdown.connect
 def withdraw_presence(**_: Any) -> None:
+    """A prefork pool process withdraws its own presence; in the threads and solo pools the
+    worker's own process holds it (in a prefork main process there is none to withdraw)."""
     from workers.presence import presence_stop
 
     presence_stop()

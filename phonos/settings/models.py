@@ -43,8 +43,9 @@ PHONOS_STALE_AFTER_SECONDS = env_int("PHONOS_STALE_AFTER_SECONDS", 60, minimum=2
 # A pending job published this long ago without starting is published again (lost message).
 PHONOS_REPUBLISH_AFTER_SECONDS = env_int("PHONOS_REPUBLISH_AFTER_SECONDS", 3600, minimum=1)
 PHONOS_SWEEP_INTERVAL_SECONDS = env_int("PHONOS_SWEEP_INTERVAL_SECONDS", 30, minimum=1)
-# Seconds a model task may run past its soft limit before Celery kills it (the hard limit).
-PHONOS_HARD_LIMIT_GRACE_SECONDS = 60
+# Seconds a model task may run past its soft limit before Celery kills it (the hard limit); in
+# the ESMFold threads pool, before the batcher's watchdog ends the process (docs/workers.md).
+PHONOS_HARD_LIMIT_GRACE_SECONDS = env_int("PHONOS_HARD_LIMIT_GRACE_SECONDS", 60, minimum=1)
 # Redis hands an unacknowledged message to another worker after this long. It must outlast the
 # longest hard time limit, or a long job still running would be started a second time; a worker
 # that dies instead is noticed by the sweeper's heartbeat check long before (docs/workers.md).

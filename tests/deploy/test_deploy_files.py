@@ -236,6 +236,23 @@ def queues_consumed(command: list[str]) -> set[str]:
     return set(command[command.index("-Q") + 1].split(","))
 
 
+def option(command: list[str], name: str) -> str | None:
+    return command[command.index(name) + 1] if name in command else None
+
+
+def worker_pool(command: list[str]) -> tuple[str, str | None]:
+    """The pool and concurrency a `celery worker` command runs (Celery's default: prefork)."""
+    return option(command, "--pool") or "prefork", option(command, "--concurrency")
+
+
+def expected_pool(model: str) -> tuple[str, str]:
+    """ESMFold folds the jobs a process holds in shared passes: one thread per job of a pass
+    (docs/workers.md). The other GPU models hold one job per process."""
+    if model == "esmfold":
+        return "threads", str(settings.PHONOS_ESMFOLD_BATCH_MAX)
+    return "prefork", "1"
+
+
 def code_queues() -> set[str]:
     """Every queue the code publishes to: the models' own, `light`, beat's and the default."""
     queues = {spec.queue for spec in MODELS.values()} | {queue.value for queue in Queue}
@@ -324,6 +341,18 @@ def test_every_command_exists_in_the_project(compose: dict[str, Any]) -> None:
         else:
             pytest.fail(f"{where}: unexpected command {shlex.join(command)}")
     assert seen > 20
+
+
+def test_every_gpu_worker_command_runs_its_models_pool(compose: dict[str, Any]) -> None:
+    """The image's CMD, compose and every overlay agree: ESMFold on the threads pool (without
+    it production never batches), the other GPU models one job per process."""
+    seen: dict[str, set[str]] = {}
+    for where, command in all_commands(compose):
+        for model, spec in MODELS.items():
+            if model != "vina" and queues_consumed(command) == {spec.queue}:
+                assert worker_pool(command) == expected_pool(model), f"{where}: {command}"
+                seen.setdefault(model, set()).add(where.split()[0])
+    assert seen["esmfold"] == {"worker-esmfold", "compose", "k8s"}, seen
 
 
 def test_probe_commands_ping_the_workers_own_node(compose: dict[str, Any]) -> None:
@@ -576,8 +605,7 @@ def test_worker_pools_gpu_placement_keda_and_disruption_budgets(
         if model == "vina":
             assert gpu is None and "nodeSelector" not in pod
         else:
-            assert gpu == 1 and "--concurrency" in container["command"]
-            assert container["command"][container["command"].index("--concurrency") + 1] == "1"
+            assert gpu == 1 and worker_pool(container["command"]) == expected_pool(model)
             assert pod["nodeSelector"] and any(
                 toleration["key"] == "nvidia.com/gpu" for toleration in pod["tolerations"]
             )

@@ -13,7 +13,8 @@ from pathlib import Path
 class SupervisedWorker:
     """`celery worker` on `queues`, restarted after every exit. `cpu_seconds` caps each process's
     CPU time (RLIMIT_CPU, as `ulimit -t` or a container CPU-time quota would): the kernel then
-    SIGKILLs any process of the worker that computes for longer."""
+    SIGKILLs any process of the worker that computes for longer. `exit_codes` lists how each
+    worker that ended did."""
 
     def __init__(
         self,
@@ -23,8 +24,13 @@ class SupervisedWorker:
         env: dict[str, str],
         log_dir: Path,
         cpu_seconds: int | None = None,
+        pool: str = "prefork",
+        concurrency: int = 1,
     ) -> None:
         self.name = name
+        self.pool = pool
+        self.concurrency = concurrency
+        self.exit_codes: list[int] = []
         self.queues = queues
         self.env = env
         self.log_dir = log_dir
@@ -52,8 +58,10 @@ class SupervisedWorker:
                 "worker",
                 "-Q",
                 self.queues,
+                "--pool",
+                self.pool,
                 "--concurrency",
-                "1",
+                str(self.concurrency),
                 "--loglevel",
                 "INFO",
                 "--without-gossip",
@@ -72,6 +80,7 @@ class SupervisedWorker:
         while not self._stopped.wait(0.5):
             with self._lock:
                 if self.process is not None and self.process.poll() is not None:
+                    self.exit_codes.append(self.process.returncode)
                     self._spawn()
 
     def start(self) -> "SupervisedWorker":
