@@ -16,6 +16,7 @@ plus one runner module (docs/architecture.md, "Adding a model").
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable
@@ -37,7 +38,8 @@ class Param:
     """One model parameter, as Cog's `Input(...)`: its type, default, bounds and meaning.
 
     `minimum`/`maximum` bound a number's value, a string's length, or a list's item count. A
-    list holds strings, each matching `item_pattern` (described to people as `item_format`)."""
+    list holds strings, each matching `item_pattern` (described to people as `item_format`).
+    `aliases` are older values a choice param still takes, each standing for one choice."""
 
     name: str
     kind: type
@@ -49,10 +51,16 @@ class Param:
     description: str = ""
     item_pattern: str = ""
     item_format: str = ""
+    aliases: tuple[tuple[Any, str], ...] = ()
 
     def check(self, value: Any) -> Any:
-        """The value, checked and converted (an int given for a float becomes a float)."""
+        """The value, checked and converted (an int given for a float becomes a float, an alias
+        becomes its choice)."""
         label = f"params.{self.name}"
+        for alias, choice in self.aliases:
+            # `is`-strict on the type: 1 is no alias of True.
+            if type(value) is type(alias) and value == alias:
+                return choice
         if self.kind is int:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidInput(f"{label} must be an integer")
@@ -69,14 +77,19 @@ class Param:
                 raise InvalidInput(f"{label} must be true or false")
         elif self.kind is str:
             if not isinstance(value, str):
-                raise InvalidInput(f"{label} must be a string")
+                wanted = f"one of: {self._choices_text()}" if self.aliases else "a string"
+                raise InvalidInput(f"{label} must be {wanted}")
             if self.choices and value not in self.choices:
-                raise InvalidInput(f"{label} must be one of: {', '.join(self.choices)}")
+                raise InvalidInput(f"{label} must be one of: {self._choices_text()}")
             if self.maximum is not None and len(value) > self.maximum:
                 raise InvalidInput(f"{label} must be at most {int(self.maximum)} characters")
         elif self.kind is list:
             value = self._check_list(value, label)
         return value
+
+    def _choices_text(self) -> str:
+        aliases = ", ".join(f"{json.dumps(alias)} ({choice})" for alias, choice in self.aliases)
+        return ", ".join(self.choices) + (f"; or {aliases}" if aliases else "")
 
     def _check_list(self, value: Any, label: str) -> list[str]:
         # One string of items separated by commas or spaces also does: what a form field sends.
@@ -109,6 +122,11 @@ class Param:
             **({"choices": list(self.choices)} if self.choices else {}),
             "required": self.required,
             **({"item_pattern": self.item_pattern} if self.item_pattern else {}),
+            **(
+                {"aliases": [{"value": alias, "means": choice} for alias, choice in self.aliases]}
+                if self.aliases
+                else {}
+            ),
             **({"description": self.description} if self.description else {}),
         }
 
@@ -136,6 +154,13 @@ class Param:
             schema["default"] = self.default
         if self.description:
             schema["description"] = self.description
+        if self.aliases:
+            # OpenAPI 3.0 has no list of types: one of the choices, or one of the older values.
+            choice = {"type": schema.pop("type"), "enum": schema.pop("enum")}
+            older = [
+                {"type": _JSON_TYPES[type(alias)], "enum": [alias]} for alias, _ in self.aliases
+            ]
+            schema["anyOf"] = [choice, *older]
         return schema
 
 
@@ -512,10 +537,14 @@ MODELS: dict[str, ModelSpec] = {
                 Param("ph", float, 7.4, 0, 14, description="Ligand protonation pH"),
                 Param(
                     "keep_hetero",
-                    bool,
-                    False,
-                    description="Keep metal ions and cofactors (known residue names) in the "
-                    "receptor",
+                    str,
+                    "cofactors",
+                    choices=("none", "cofactors", "all"),
+                    aliases=((True, "all"), (False, "none")),
+                    description="Hetero residues kept in the receptor (waters never): none; "
+                    "cofactors: metal ions and the cofactors listed in docs/docking.md (NAD(P)H, "
+                    "FAD, FMN, heme, SAM, PLP, CoA, ...); or all that have a Chemical Component "
+                    "Dictionary entry. true and false (older clients) mean all and none",
                 ),
                 # The pocket: a reference ligand, lining residues, or the box itself (one of
                 # them); none: the box around the whole receptor.

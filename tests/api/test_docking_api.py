@@ -151,6 +151,8 @@ def docking(client, model: str = "vina", **params):
         ({"ph": 15}, "params.ph"),
         ({"scoring": "dock6"}, "params.scoring"),
         ({"keep_hetero": "yes"}, "params.keep_hetero"),
+        ({"keep_hetero": 1}, "params.keep_hetero"),
+        ({"keep_hetero": "cofactor"}, "params.keep_hetero"),
         ({"pocket_margin": 30}, "params.pocket_margin"),
         ({"pocket_residues": ["A45"]}, "params.pocket_residues"),
         ({"pocket_residues": ["A:999"]}, "params.pocket_residues"),
@@ -206,4 +208,37 @@ def test_pocket_residues_and_defaults_are_kept(alice):
     assert response.status_code == 200, response.text
     params = Job.objects.get(id=response.json()["job_id"]).params
     assert params["pocket_residues"] == ["A:5", "A:9"]
-    assert (params["ph"], params["scoring"], params["keep_hetero"]) == (7.4, "vina", False)
+    assert (params["ph"], params["scoring"], params["keep_hetero"]) == (7.4, "vina", "cofactors")
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("none", "none"), ("cofactors", "cofactors"), ("all", "all"), (True, "all"), (False, "none")],
+)
+def test_keep_hetero_takes_its_modes_and_the_older_booleans(alice, given, stored):
+    response = vina(alice, protein_pdb=PROTEIN_PDB, keep_hetero=given)
+    assert response.status_code == 200, response.text
+    assert Job.objects.get(id=response.json()["job_id"]).params["keep_hetero"] == stored
+
+
+def test_keep_hetero_is_described_in_the_models_list_and_the_openapi_schema(alice):
+    models = {model["id"]: model for model in alice.get("/v1/models").json()["models"]}
+    rule = models["vina"]["params"]["keep_hetero"]
+    assert (rule["type"], rule["default"], rule["choices"]) == (
+        "str",
+        "cofactors",
+        ["none", "cofactors", "all"],
+    )
+    assert rule["aliases"] == [{"value": True, "means": "all"}, {"value": False, "means": "none"}]
+    assert "metal ions" in rule["description"]
+    schema = models["vina"]["params_schema"]["properties"]["keep_hetero"]
+    assert schema["default"] == "cofactors"
+    assert schema["anyOf"] == [
+        {"type": "string", "enum": ["none", "cofactors", "all"]},
+        {"type": "boolean", "enum": [True]},
+        {"type": "boolean", "enum": [False]},
+    ]
+    message = assert_error(vina(alice, protein_pdb=PROTEIN_PDB, keep_hetero=1), 400)["message"]
+    assert message == (
+        "params.keep_hetero must be one of: none, cofactors, all; or true (all), false (none)"
+    )

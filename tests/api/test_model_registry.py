@@ -74,7 +74,7 @@ VINA_JOB = {
         ({"pocket_residues": {"A": 5}}, "params.pocket_residues must be a list of strings"),
         ({"ph": 14.5}, "params.ph must be between 0 and 14"),
         ({"pocket_margin": 21}, "params.pocket_margin must be between 0 and 20"),
-        ({"keep_hetero": 1}, "params.keep_hetero must be true or false"),
+        ({"keep_hetero": 1}, "params.keep_hetero must be one of: none, cofactors, all"),
         ({"scoring": "dock6"}, "params.scoring must be one of: vina, vinardo"),
         ({"ranking": "best"}, "params.ranking must be one of: consensus, score"),
         (

@@ -266,7 +266,7 @@ NETWORK = NetworkUse()
 
 
 @pytest.mark.slow
-def test_keep_hetero_keeps_1ia1s_nadph_with_a_local_template_and_no_download(tmp_path):
+def test_1ia1s_nadph_is_kept_by_default_with_a_local_template_and_no_download(tmp_path):
     protein, crystal = complex_files("1ia1")
     NETWORK.active = True
     try:
@@ -276,14 +276,14 @@ def test_keep_hetero_keeps_1ia1s_nadph_with_a_local_template_and_no_download(tmp
                 "protein_pdb": protein,
                 "ligand_smiles": "Nc1nc(N)c2c(Sc3ccccc3)cccc2n1",
                 "pocket_ligand_sdf": crystal,
-                "keep_hetero": True,
             },
         )
     finally:
         NETWORK.active = False
     assert NETWORK.attempts == []
     receptor = result.summary["receptor"]
-    assert "B:195 NDP" in receptor["kept_hetero"]
+    # NADPH is a cofactor: keep_hetero's default ("cofactors") keeps it.
+    assert receptor["kept_hetero"] == ["B:195 NDP"]
     assert not any("NDP" in item["residue"] for item in receptor["dropped"])
     pdbqt = (tmp_path / "work" / "receptor.pdbqt").read_text()
     assert sum(1 for line in pdbqt.splitlines() if line[17:20] == "NDP") >= 48
@@ -295,7 +295,7 @@ def test_keep_hetero_keeps_1ia1s_nadph_with_a_local_template_and_no_download(tmp
 
 
 @pytest.mark.slow
-def test_without_keep_hetero_the_cofactor_is_dropped_and_said_why(tmp_path):
+def test_keep_hetero_none_drops_the_cofactor_and_says_why(tmp_path):
     protein, _crystal = complex_files("1ia1")
     result = run_vina(
         tmp_path,
@@ -303,13 +303,15 @@ def test_without_keep_hetero_the_cofactor_is_dropped_and_said_why(tmp_path):
             "protein_pdb": protein,
             "ligand_smiles": "Nc1nc(N)c2c(Sc3ccccc3)cccc2n1",
             "pocket_residues": ["B:31", "B:62", "B:112"],
+            "keep_hetero": "none",
         },
     )
     receptor = result.summary["receptor"]
     assert receptor["kept_hetero"] == []
-    assert {"residue": "B:195 NDP", "reason": "hetero residue (keep_hetero is false)"} in (
+    assert {"residue": "B:195 NDP", "reason": "hetero residue (keep_hetero is none)"} in (
         receptor["dropped"]
     )
+    assert not any(line[17:20] == "NDP" for line in receptor_lines(tmp_path))
     assert receptor["crop"]["residues_before"] == 384
     assert 0 < receptor["crop"]["residues_kept"] < 384
     residues = gemmi.read_pdb_string(protein)[0]
@@ -323,6 +325,55 @@ def test_without_keep_hetero_the_cofactor_is_dropped_and_said_why(tmp_path):
         for axis in range(3)
     ]
     assert result.metadata["params"]["box"]["center"] == pytest.approx(centre, abs=1e-3)
+
+
+def receptor_lines(tmp_path: Path) -> list[str]:
+    return (tmp_path / "work" / "receptor.pdbqt").read_text().splitlines()
+
+
+NOT_A_COFACTOR = "not a cofactor or metal (keep_hetero is cofactors)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("keep_hetero", "kept", "dropped"),
+    [
+        # The default: chain A's NADPH stays, its inhibitor TQ3 (a ligand left in the file) goes.
+        (None, ["A:193 NDP"], {"A:194 TQ3": NOT_A_COFACTOR}),
+        ("all", ["A:193 NDP", "A:194 TQ3"], {}),
+        # Older clients' booleans: true is "all", false is "none".
+        (True, ["A:193 NDP", "A:194 TQ3"], {}),
+        (
+            False,
+            [],
+            {
+                "A:193 NDP": "hetero residue (keep_hetero is none)",
+                "A:194 TQ3": "hetero residue (keep_hetero is none)",
+            },
+        ),
+    ],
+)
+def test_keep_hetero_keeps_cofactors_not_a_left_in_ligand(tmp_path, keep_hetero, kept, dropped):
+    protein, _crystal = complex_files("1ia1")
+    # The box around chain A's inhibitor, which the file still holds, next to its NADPH.
+    params = {
+        "protein_pdb": protein,
+        "ligand_smiles": "Nc1nc(N)c2c(Sc3ccccc3)cccc2n1",
+        "pocket_residues": ["A:194"],
+        "num_poses": 1,
+    }
+    if keep_hetero is not None:
+        params["keep_hetero"] = keep_hetero
+    receptor = run_vina(tmp_path, params).summary["receptor"]
+    assert receptor["kept_hetero"] == kept
+    hetero = {
+        item["residue"]: item["reason"]
+        for item in receptor["dropped"]
+        if item["residue"].split()[1] in {"NDP", "TQ3"}
+    }
+    assert hetero == dropped
+    in_receptor = {line[17:20] for line in receptor_lines(tmp_path)}
+    assert {"NDP", "TQ3"} & in_receptor == {name.split()[1] for name in kept}
 
 
 @pytest.mark.slow
@@ -408,6 +459,40 @@ def test_an_undefined_stereocentre_is_warned_and_a_defined_one_is_not(tmp_path):
         tmp_path / "b", {"protein_pdb": PROTEIN_PDB, "ligand_smiles": "C[C@H](N)CC(=O)O"}
     )
     assert chiral.summary["warnings"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("smiles", "expected"),
+    [
+        # 1UOU's ligand: the 2-iminopyrrolidine as amidinium; its uracil NHs stay neutral
+        # (dimorphite-dl alone also offers them deprotonated).
+        ("N=C1CCCN1Cc1[nH]c(=O)[nH]c(=O)c1Cl", "[NH2+]=C1CCCN1Cc1[nH]c(=O)[nH]c(=O)c1Cl"),
+        # A guanidine (as arginine's) with a carboxylic acid: guanidinium and carboxylate.
+        ("NC(=N)NCCCC(=O)O", "NC(=[NH2+])NCCCC(=O)[O-]"),
+        # Benzamidine.
+        ("NC(=N)c1ccccc1", "NC(=[NH2+])c1ccccc1"),
+    ],
+)
+def test_amidines_and_guanidines_are_docked_protonated(tmp_path, smiles, expected):
+    result = run_vina(
+        tmp_path, {"protein_pdb": PROTEIN_PDB, "ligand_smiles": smiles, "num_poses": 1}
+    )
+    ligand = result.summary["ligand"]
+    assert Chem.CanonSmiles(ligand["protonated_smiles"]) == Chem.CanonSmiles(expected)
+    assert not any("protonation" in warning for warning in result.summary["warnings"])
+    pose = sdf_poses((tmp_path / "work" / "poses.sdf").read_text())[0]
+    assert Chem.GetFormalCharge(pose) == Chem.GetFormalCharge(Chem.MolFromSmiles(expected))
+
+
+@pytest.mark.slow
+def test_an_n_acyl_amidine_is_not_trusted_as_a_cation(tmp_path):
+    # dimorphite-dl protonates it; its pKa is far lower than an amidine's: docked as given.
+    result = run_vina(
+        tmp_path, {"protein_pdb": PROTEIN_PDB, "ligand_smiles": "CC(N)=NC(C)=O", "num_poses": 1}
+    )
+    assert result.summary["ligand"]["protonated_smiles"] is None
+    assert any("no protonation state" in warning for warning in result.summary["warnings"])
 
 
 @pytest.mark.slow

@@ -1,9 +1,10 @@
 """AutoDock Vina: a protein and a ligand (SMILES, SDF or MOL2) in, ranked poses with scores out.
 
 The receptor and the ligand are prepared with meeko (the Vina authors' preparation tool): the
-receptor cropped to the search box, hetero residues kept only on request and with templates
-built locally from the packaged Chemical Component Dictionary (biotite's copy; meeko would
-otherwise download them from the PDB inside the job). The ligand is protonated at the job's pH
+receptor cropped to the search box, its metal ions and known cofactors kept by default (every
+hetero residue, or none, on request), with templates built locally from the packaged Chemical
+Component Dictionary (biotite's copy; meeko would otherwise download them from the PDB inside
+the job). The ligand is protonated at the job's pH
 (dimorphite-dl) and gets its starting conformers from RDKit (ETKDG, MMFF): several when it has
 non-aromatic rings, whose conformations Vina cannot change. Vina runs on the CPU.
 """
@@ -16,9 +17,10 @@ import re
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gemmi
 import meeko
@@ -75,17 +77,45 @@ DUPLICATE_POSE_RMSD = 1.0
 _AXES = ("x", "y", "z")
 MAX_UNBUILDABLE_RESIDUES = 20
 MAX_VARIANTS = 64
-# Ionized groups whose state at physiological pH nobody disputes: carboxylates and protonated
-# aliphatic amines (not amides, anilines, sulfonamides, amidines or aminals).
+# Ionized groups whose state at physiological pH nobody disputes: carboxylates, protonated
+# aliphatic amines (not amides, anilines, sulfonamides or aminals), and amidinium and
+# guanidinium ions (pKa 11-13; not N-acyl or N-sulfonyl ones, nor aromatic rings). The first
+# atom of each pattern is the charged one.
 _TRUSTED_IONS = tuple(
     Chem.MolFromSmarts(smarts)
     for smarts in (
         "[O-][CX3]=O",
         "[NX4+;H1,H2,H3;!$(N[!#6;!#1]);!$(N[a]);!$(N[CX3]);!$(N[CX4][NX3,NX4+,OX2])]",
+        "[NX3+;!$(N[CX3]=[O,S]);!$(N[SX4])]=[CX3]([#6,#7])[NX3;!$(N[CX3]=[O,S]);!$(N[SX4])]",
     )
+)
+# Hetero residues kept by `keep_hetero: "cofactors"` (besides metal ions), by CCD name: the
+# cofactors and prosthetic groups that stay bound while an enzyme binds its ligands, so a
+# docked ligand must meet them. Not nucleotides (ATP, ADP, GTP, AMP-PNP, ...), folates or
+# quinones: they are substrates or ligands of the very sites people dock into (a kinase's ATP
+# site); `keep_hetero: "all"` keeps them. docs/docking.md lists the same.
+COFACTORS = frozenset(
+    {
+        # nicotinamide: NAD+, NADH, NADP+, NADPH
+        *("NAD", "NAI", "NAP", "NDP"),
+        # flavins: FAD, FADH2, FMN, FMNH2
+        *("FAD", "FDA", "FMN", "FNR"),
+        # hemes and other tetrapyrroles: heme b, c, a, b/c, as; siroheme; chlorophylls a, b;
+        # bacteriochlorophyll a; factor 430; cobalamin, cyanocobalamin
+        *("HEM", "HEC", "HEA", "HEB", "HAS", "SRM", "CLA", "CHL", "BCL", "F43", "B12", "CNC"),
+        # S-adenosylmethionine and -homocysteine
+        *("SAM", "SAH"),
+        # pyridoxal and pyridoxamine phosphate, thiamine diphosphate, coenzyme A
+        *("PLP", "PMP", "TPP", "TDP", "COA"),
+        # biotin, lipoic acid, phosphopantetheine, tetrahydrobiopterin, molybdopterins, PQQ
+        *("BTN", "LPA", "PNS", "H4B", "BH4", "MTE", "MGD", "PQQ"),
+        # iron-sulfur clusters
+        *("SF4", "FES", "F3S"),
+    }
 )
 _UNBUILDABLE = re.compile(r"unable to build rdkit mol for residue (\S+) corresponding to key (\S+)")
 _SPEC = MODELS["vina"]
+_Item = TypeVar("_Item")
 _templates_lock = threading.Lock()
 # Local templates of hetero residues (name -> template dict or None), built once per process.
 _hetero_templates: dict[str, dict[str, Any] | None] = {}
@@ -101,7 +131,7 @@ class VinaParams:
     scoring: str
     ranking: str
     ph: float
-    keep_hetero: bool
+    keep_hetero: str
     pocket_ligand_sdf: str | None
     pocket_residues: list[str] | None
     pocket_margin: float
@@ -310,7 +340,8 @@ def _read_params(params: dict[str, Any]) -> VinaParams:
         scoring=filled["scoring"],
         ranking=filled["ranking"],
         ph=float(filled["ph"]),
-        keep_hetero=filled["keep_hetero"],
+        # true/false from a direct caller (a bench, an old test) read as the API reads them.
+        keep_hetero=_SPEC.param("keep_hetero").check(filled["keep_hetero"]),
         pocket_ligand_sdf=filled.get("pocket_ligand_sdf"),
         pocket_residues=filled.get("pocket_residues"),
         pocket_margin=float(filled["pocket_margin"]),
@@ -438,7 +469,7 @@ def _maps(
         raise RunnerError(f"Vina could not set up the search box: {error}") from None
 
 
-def _prepare_receptor(protein: gemmi.Structure, *, keep_hetero: bool) -> Receptor:
+def _prepare_receptor(protein: gemmi.Structure, *, keep_hetero: str) -> Receptor:
     templates = ResidueChemTemplates.create_from_defaults()
     known = set(templates.residue_templates) | set(templates.ambiguous)
     receptor = Receptor(pdbqt="")
@@ -447,12 +478,12 @@ def _prepare_receptor(protein: gemmi.Structure, *, keep_hetero: bool) -> Recepto
         for index in reversed(range(len(chain))):
             residue = chain[index]
             name = residue.name
-            if name in known:
+            polymer = residue.entity_type == gemmi.EntityType.Polymer
+            if polymer and name in known:
                 continue
-            reason = None
-            if not keep_hetero:
-                reason = "hetero residue (keep_hetero is false)"
-            else:
+            label = f"{chain.name}:{residue.seqid.num} {name}"
+            reason = _hetero_refusal(residue, keep_hetero=keep_hetero, polymer=polymer)
+            if reason is None and name not in known:
                 template = _hetero_template(name)
                 if template is None:
                     reason = "not in the Chemical Component Dictionary, or meeko cannot type it"
@@ -461,12 +492,12 @@ def _prepare_receptor(protein: gemmi.Structure, *, keep_hetero: bool) -> Recepto
                         {"residue_templates": {name: template}, "ambiguous": {name: [name]}}
                     )
                     known.add(name)
-                    receptor.kept_hetero.append(f"{chain.name}:{residue.seqid.num} {name}")
-                    continue
+            if reason is None:
+                if not polymer:
+                    receptor.kept_hetero.append(label)
+                continue
             # meeko downloads a template for any residue it does not know: it never sees one.
-            receptor.dropped.append(
-                {"residue": f"{chain.name}:{residue.seqid.num} {name}", "reason": reason}
-            )
+            receptor.dropped.append({"residue": label, "reason": reason})
             del chain[index]
     structure.remove_empty_chains()
     polymer, rigid = _polymer(structure, templates=templates, dropped=receptor.dropped)
@@ -486,6 +517,19 @@ def _prepare_receptor(protein: gemmi.Structure, *, keep_hetero: bool) -> Recepto
     ]
     receptor.pdbqt = rigid
     return receptor
+
+
+def _hetero_refusal(residue: gemmi.Residue, *, keep_hetero: str, polymer: bool) -> str | None:
+    """Why `keep_hetero` drops this residue (a ligand, ion or modified residue of the chain
+    unknown to meeko), or None when it is kept."""
+    if keep_hetero == "none":
+        return "hetero residue (keep_hetero is none)"
+    if keep_hetero == "all" or polymer:
+        return None
+    metal = all(atom.element.is_metal for atom in residue)
+    if metal or residue.name in COFACTORS:
+        return None
+    return "not a cofactor or metal (keep_hetero is cofactors)"
 
 
 def _polymer(
@@ -674,9 +718,9 @@ def _start_conformers(molecule: Chem.Mol, *, seed: int) -> list[int]:
     heavy_ring = [
         index for index in ring_atoms if molecule.GetAtomWithIdx(index).GetAtomicNum() > 1
     ]
-    chosen: list[int] = []
-    for conformer_id in sorted(conformer_ids, key=lambda cid: energies.get(cid, 0.0)):
-        if all(
+
+    def ring_rmsd(conformer_id: int, other: int) -> float:
+        return float(
             rdMolAlign.AlignMol(
                 Chem.Mol(molecule),
                 molecule,
@@ -684,13 +728,28 @@ def _start_conformers(molecule: Chem.Mol, *, seed: int) -> list[int]:
                 refCid=other,
                 atomMap=[(index, index) for index in heavy_ring],
             )
-            > RING_RMSD
-            for other in chosen
-        ):
-            chosen.append(conformer_id)
-        if len(chosen) == MAX_START_CONFORMERS:
-            break
-    return chosen
+        )
+
+    return _distinct(
+        sorted(conformer_ids, key=lambda cid: energies.get(cid, 0.0)),
+        distance=ring_rmsd,
+        threshold=RING_RMSD,
+        limit=MAX_START_CONFORMERS,
+    )
+
+
+def _distinct(
+    items: list[_Item], *, distance: Callable[[_Item, _Item], float], threshold: float, limit: int
+) -> list[_Item]:
+    """The first `limit` items, in order, that lie farther than `threshold` from every earlier
+    one kept."""
+    kept: list[_Item] = []
+    for item in items:
+        if all(distance(item, other) > threshold for other in kept):
+            kept.append(item)
+            if len(kept) == limit:
+                break
+    return kept
 
 
 def _pdbqt_models(poses_pdbqt: str) -> list[str]:
@@ -722,21 +781,19 @@ def _distinct_poses(
 ) -> list[tuple[float, Chem.Mol, str]]:
     """The best `limit` poses by score, a pose close to a better one (found from another
     starting conformer) counted once."""
-    kept: list[tuple[float, Chem.Mol, str]] = []
-    for entry in sorted(found, key=lambda item: item[0]):
+
+    def heavy_rmsd(entry: tuple[float, Chem.Mol, str], other: tuple[float, Chem.Mol, str]) -> float:
         heavy = [atom.GetIdx() for atom in entry[1].GetAtoms() if atom.GetAtomicNum() > 1]
         positions = entry[1].GetConformer().GetPositions()[heavy]
-        if all(
-            np.sqrt(
-                ((positions - other[1].GetConformer().GetPositions()[heavy]) ** 2).sum(1).mean()
-            )
-            > DUPLICATE_POSE_RMSD
-            for other in kept
-        ):
-            kept.append(entry)
-        if len(kept) == limit:
-            break
-    return kept
+        others = other[1].GetConformer().GetPositions()[heavy]
+        return float(np.sqrt(((positions - others) ** 2).sum(1).mean()))
+
+    return _distinct(
+        sorted(found, key=lambda item: item[0]),
+        distance=heavy_rmsd,
+        threshold=DUPLICATE_POSE_RMSD,
+        limit=limit,
+    )
 
 
 def _rescore(
