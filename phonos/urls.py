@@ -11,13 +11,13 @@ from apps.jobs.apis import (
     BatchApi,
     CacheCheckApi,
     JobCancelApi,
-    JobDetailApi,
     JobDownloadApi,
-    JobListApi,
     ModelsApi,
     PipelineApi,
     PredictApi,
     ValidateApi,
+    job_detail_view,
+    job_list_view,
 )
 from apps.jobs.result_apis import (
     JobArchiveApi,
@@ -49,8 +49,9 @@ v1: list[URLPattern | URLResolver] = [
     path("structure/fetch/<str:pdb_id>", StructureFetchApi.as_view(), name="structure-fetch"),
     path("account", AccountApi.as_view(), name="account"),
     path("usage", UsageApi.as_view(), name="usage"),
-    path("jobs", JobListApi.as_view(), name="job-list"),
-    path("jobs/<str:job_id>", JobDetailApi.as_view(), name="job-detail"),
+    # GETs answered without DRF's dispatch (apps.common.apis.lean_get): the reads clients poll.
+    path("jobs", job_list_view, name="job-list"),
+    path("jobs/<str:job_id>", job_detail_view, name="job-detail"),
     path("jobs/<str:job_id>/cancel", JobCancelApi.as_view(), name="job-cancel"),
     path("jobs/<str:job_id>/download", JobDownloadApi.as_view(), name="job-download"),
     # An async view: under ASGI an open stream holds no thread (see apps/jobs/streams.py).

@@ -1,21 +1,26 @@
-from collections.abc import Iterable
-from typing import Any, Protocol, runtime_checkable
+import functools
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import NotAcceptable
 from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
-from rest_framework.renderers import BaseRenderer
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.common.exception_handler import api_exception_handler
 from apps.common.exceptions import TooManyRequests
 from apps.common.parsers import StorableJSONParser
-from apps.common.ratelimit import rate_limit_hit
+from apps.common.ratelimit import RateLimitDecision, rate_limit_hit
 
 
 @runtime_checkable
@@ -94,6 +99,17 @@ class JsonFallbackNegotiation(DefaultContentNegotiation):
             return first, first.media_type
 
 
+def _rate_limit_refusal(decision: RateLimitDecision) -> TooManyRequests | None:
+    if decision.allowed:
+        return None
+    return TooManyRequests(
+        f"You have exceeded the rate limit of {decision.limit} requests per minute",
+        error="Rate limit exceeded",
+        reason="rate_limit",
+        retry_after=decision.reset_seconds,
+    )
+
+
 class PhonosApiView(APIView):
     """Every authenticated /v1 view: rate-limited per key, with RateLimit-* headers."""
 
@@ -112,13 +128,8 @@ class PhonosApiView(APIView):
         authenticator = request.successful_authenticator
         if isinstance(authenticator, RevalidatingAuthenticator):
             authenticator.revalidate(request, decision.credentials_version)
-        if not decision.allowed:
-            raise TooManyRequests(
-                f"You have exceeded the rate limit of {decision.limit} requests per minute",
-                error="Rate limit exceeded",
-                reason="rate_limit",
-                retry_after=decision.reset_seconds,
-            )
+        if refusal := _rate_limit_refusal(decision):
+            raise refusal
 
     def finalize_response(
         self, request: Request, response: Response, *args: Any, **kwargs: Any
@@ -129,6 +140,83 @@ class PhonosApiView(APIView):
             for header, value in decision.headers().items():
                 response[header] = value
         return response
+
+
+# --- The lean reads --------------------------------------------------------------------------
+
+_Credential = TypeVar("_Credential", bound=RateLimitedCredential)
+
+
+class LeanAuthenticator(Protocol[_Credential]):
+    """The bearer-key authentication without DRF (accounts' `BearerKeyLean`)."""
+
+    def authenticate(self, request: HttpRequest) -> _Credential | None:
+        """The request's credential, or None to leave the request to the DRF view."""
+
+    def revalidate(
+        self, request: HttpRequest, credential: _Credential, version: int | None
+    ) -> _Credential:
+        """The credential checked against the credentials version of the rate limit's round
+        trip; raises AuthenticationFailed if it was revoked."""
+
+
+_json = JSONRenderer()
+
+
+def _allowed_methods(view_class: type[APIView]) -> str:
+    """What DRF's `Allow` header says for this view (Django's View.setup adds HEAD to GET)."""
+    methods = [
+        method.upper()
+        for method in view_class.http_method_names
+        if hasattr(view_class, method) or (method == "head" and hasattr(view_class, "get"))
+    ]
+    return ", ".join(methods)
+
+
+def lean_get(
+    view: Callable[..., HttpResponseBase],
+    *,
+    authenticator: LeanAuthenticator[_Credential],
+    prepare: Callable[..., Callable[[_Credential], dict[str, Any]] | None],
+) -> Callable[..., HttpResponseBase]:
+    """A PhonosApiView's GET answered without DRF's dispatch, for the reads that clients poll.
+
+    `prepare(request, **kwargs)` reads the query and returns the function that reads the body
+    for a credential, or None to decline: a query that only the view can judge (and answer
+    400 in its own words). A GET that `prepare` declines, any other method, and a request
+    without a good key (the authenticator answers None) go to `view` itself, which answers as
+    usual. Otherwise: the same rate limit (one Redis round trip), the credential revalidated
+    against the credentials version it returned, the body rendered as DRF renders it, with
+    the headers DRF's view sets (`Allow`, `RateLimit-*`); an error raised on the way is
+    answered by the API's exception handler, as in the view. The OpenAPI document still
+    describes `view` (its `cls` is kept)."""
+    view_class: type[APIView] = getattr(view, "cls")  # noqa: B009 - set by APIView.as_view
+    allow = _allowed_methods(view_class)
+
+    @functools.wraps(view)
+    def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        reader = prepare(request, **kwargs) if request.method == "GET" else None
+        credential = authenticator.authenticate(request) if reader is not None else None
+        if reader is None or credential is None:
+            return view(request, *args, **kwargs)
+        decision = rate_limit_hit(key_id=credential.id, limit=credential.rate_limit_per_minute)
+        headers = decision.headers()
+        try:
+            credential = authenticator.revalidate(request, credential, decision.credentials_version)
+            if refusal := _rate_limit_refusal(decision):
+                raise refusal
+            body, status = reader(credential), 200
+        except Exception as error:
+            handled = api_exception_handler(error, {})
+            body, status = handled.data, handled.status_code
+            headers |= {name: value for name, value in handled.items() if name != "Content-Type"}
+        response = HttpResponse(_json.render(body), status=status, content_type="application/json")
+        response["Allow"] = allow
+        for name, value in headers.items():
+            response[name] = value
+        return response
+
+    return csrf_exempt(endpoint)
 
 
 class HealthApi(APIView):

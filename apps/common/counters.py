@@ -7,8 +7,11 @@ sends whatever is still waiting every PHONOS_USAGE_FLUSH_SECONDS, so an idle pro
 hold counters back. A process killed outright loses what it buffered since its last send: at
 most that interval's counters, never anything the database holds (jobs, ledger).
 
-Common knows only "hash field → integer increment"; apps.usage names the hash and the fields
-and folds the hash into PostgreSQL.
+Common knows only "hash, field → increment"; apps.usage names its hash and fields and folds
+them into PostgreSQL; apps.common.metrics buffers the request metrics here the same way, so a
+request makes no round trip of its own for them either (a scrape of /metrics sees another
+process's requests within that interval). Integer increments go out as HINCRBY, float ones
+(the metrics' latency sums) as HINCRBYFLOAT.
 """
 
 import atexit
@@ -16,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections import Counter
+from collections.abc import Mapping
 
 import redis
 from django.conf import settings
@@ -26,35 +29,45 @@ logger = logging.getLogger(__name__)
 PENDING_HASH = "phonos:usage:pending"
 
 _lock = threading.Lock()
-_buffer: Counter[str] = Counter()
+# (hash, field) → amount: an int, or a float for a sum of seconds.
+Increments = dict[tuple[str, str], int | float]
+_buffer: Increments = {}
 _flusher_pid: int | None = None
 
 
-def counters_add(increments: dict[str, int]) -> None:
-    """Buffer increments for the pending hash; the caller has checked that Redis is configured."""
+def _merge(into: Increments, increments: Mapping[tuple[str, str], int | float]) -> None:
+    for key, amount in increments.items():
+        into[key] = into.get(key, 0) + amount
+
+
+def counters_add(increments: Mapping[tuple[str, str], int | float]) -> None:
+    """Buffer (hash, field) increments; the caller has checked that Redis is configured."""
     with _lock:
-        _buffer.update(increments)
+        _merge(_buffer, increments)
     _flusher_ensure()
 
 
-def counters_drain() -> dict[str, int]:
+def counters_drain() -> Increments:
     """Take every buffered increment; give them back with counters_restore if sending fails."""
     global _buffer
     with _lock:
         if not _buffer:
             return {}
-        drained, _buffer = _buffer, Counter()
-    return dict(drained)
+        drained, _buffer = _buffer, {}
+    return drained
 
 
-def counters_restore(increments: dict[str, int]) -> None:
+def counters_restore(increments: Increments) -> None:
     with _lock:
-        _buffer.update(increments)
+        _merge(_buffer, increments)
 
 
-def counters_queue(pipeline: redis.client.Pipeline, increments: dict[str, int]) -> None:
-    for field, amount in increments.items():
-        pipeline.hincrby(PENDING_HASH, field, amount)
+def counters_queue(pipeline: redis.client.Pipeline, increments: Increments) -> None:
+    for (hash_name, field), amount in increments.items():
+        if isinstance(amount, int):
+            pipeline.hincrby(hash_name, field, amount)
+        else:
+            pipeline.hincrbyfloat(hash_name, field, amount)
 
 
 def counters_flush() -> bool:

@@ -1,6 +1,8 @@
 """Recording Prometheus figures: every API and worker process adds its events to one Redis hash
-(`phonos:metrics`) in one round trip, so any API process renders the whole picture
-(`apps.ops.metrics`). Nothing here knows a domain model: callers pass plain facts.
+(`phonos:metrics`), so any API process renders the whole picture (`apps.ops.metrics`). A
+worker's events go in one round trip each; an API request's go into this process's counter
+buffer (apps.common.counters) and reach Redis with the next rate-limit round trip or the
+flusher's. Nothing here knows a domain model: callers pass plain facts.
 """
 
 import datetime
@@ -9,13 +11,15 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Protocol
 
 import redis
 from django.conf import settings
 from django.db import transaction
 from prometheus_client.utils import floatToGoString
+
+from apps.common.counters import counters_add
 
 
 class FinishedJob(Protocol):
@@ -136,17 +140,36 @@ def _record(increments: Iterable[tuple[str, float]]) -> None:
 # --- Recording (one call at each place an event happens) ---------------------------------------
 
 
+@lru_cache(maxsize=4096)
+def _request_fields(endpoint: str, status: int, bucket: float) -> tuple[str, str, str]:
+    """The hash fields of one request's count, duration bucket and duration sum: a few routes
+    and statuses, so built once each."""
+    labels = {"endpoint": endpoint}
+    duration = "phonos_http_request_duration_seconds"
+    return (
+        _field("phonos_http_requests_total", {**labels, "status": str(status)}),
+        _field(duration, labels, "bucket", floatToGoString(bucket)),
+        _field(duration, labels, "sum"),
+    )
+
+
+_REQUEST_BUCKETS = DEFINITIONS["phonos_http_request_duration_seconds"].buckets
+
+
 def http_request_observe(*, endpoint: str, status: int, seconds: float) -> None:
-    _record(
-        [
-            (
-                _field("phonos_http_requests_total", {"endpoint": endpoint, "status": str(status)}),
-                1,
-            ),
-            *_histogram_increments(
-                "phonos_http_request_duration_seconds", {"endpoint": endpoint}, seconds
-            ),
-        ]
+    """Buffered in this process (apps.common.counters): the counts ride along with the next
+    rate-limit round trip, or the flusher's within PHONOS_USAGE_FLUSH_SECONDS, rather than
+    costing every request a round trip of its own."""
+    if not settings.REDIS_URL:
+        return  # the embedded default has no Redis: metrics are not recorded
+    bucket = next(le for le in _REQUEST_BUCKETS if seconds <= le)
+    total, bucket_field, sum_field = _request_fields(endpoint, status, bucket)
+    counters_add(
+        {
+            (METRICS_KEY, total): 1,
+            (METRICS_KEY, bucket_field): 1,
+            (METRICS_KEY, sum_field): float(seconds),
+        }
     )
 
 

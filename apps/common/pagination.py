@@ -28,10 +28,11 @@ def paginate(
 ) -> tuple[QuerySet[_M], dict[str, Any]]:
     """One page of `queryset` and the `pagination` object that describes it."""
     total = queryset.count()
-    page = queryset[offset : offset + limit]
-    return page, {
-        "total": total,
-        "limit": limit,
-        "offset": offset,
-        "has_more": offset + limit < total,
-    }
+    return queryset[offset : offset + limit], page_description(
+        total=total, limit=limit, offset=offset
+    )
+
+
+def page_description(*, total: int, limit: int, offset: int) -> dict[str, Any]:
+    """The `pagination` object of a page."""
+    return {"total": total, "limit": limit, "offset": offset, "has_more": offset + limit < total}

@@ -15,19 +15,30 @@ from functools import cache
 
 import redis
 from django.conf import settings
+from redis.commands.core import Script
 
-from apps.common.counters import counters_drain, counters_queue, counters_restore
+from apps.common.counters import Increments, counters_drain, counters_restore
 
 logger = logging.getLogger(__name__)
 
 WINDOW_MS = 60_000
 
 # Also returns the credentials version (apps.accounts.key_cache), so a process learns of a
-# revocation in the round trip it makes anyway.
+# revocation in the round trip it makes anyway, and applies the counters this process buffered
+# (apps.common.counters: usage, request metrics) in the same call: KEYS[3...] are their hashes,
+# ARGV[2...] (hash index, field, amount) triples, an amount with a point or exponent a float.
 _INCREMENT = """
 local current = redis.call('INCR', KEYS[1])
 if current == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
+for i = 2, #ARGV, 3 do
+  local key = KEYS[tonumber(ARGV[i])]
+  if string.find(ARGV[i + 2], '[.eEn]') then
+    redis.call('HINCRBYFLOAT', key, ARGV[i + 1], ARGV[i + 2])
+  else
+    redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2])
+  end
+end
 return {current, ttl, redis.call('GET', KEYS[2])}
 """
 CREDENTIALS_VERSION_KEY = "phonos:credentials:version"
@@ -53,6 +64,24 @@ class RateLimitDecision:
 @cache
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+
+
+@cache
+def _increment_script() -> Script:
+    # EVALSHA: the script's text is sent once per connection pool, not with every request.
+    return redis_client().register_script(_INCREMENT)
+
+
+def _script_arguments(bucket: str, increments: Increments) -> tuple[list[str], list[str]]:
+    keys = [bucket, CREDENTIALS_VERSION_KEY]
+    arguments = [str(WINDOW_MS)]
+    index: dict[str, int] = {}
+    for (hash_name, field), amount in increments.items():
+        if hash_name not in index:
+            keys.append(hash_name)
+            index[hash_name] = len(keys)  # Lua counts from 1
+        arguments += (str(index[hash_name]), field, repr(amount))
+    return keys, arguments
 
 
 class _LocalWindows:
@@ -81,11 +110,9 @@ def rate_limit_hit(*, key_id: int, limit: int) -> RateLimitDecision:
     version = None
     if settings.REDIS_URL:
         increments = counters_drain()
+        keys, arguments = _script_arguments(bucket, increments)
         try:
-            pipeline = redis_client().pipeline(transaction=False)
-            pipeline.eval(_INCREMENT, 2, bucket, CREDENTIALS_VERSION_KEY, WINDOW_MS)
-            counters_queue(pipeline, increments)
-            (count, ttl_ms, version), *_ = pipeline.execute()
+            count, ttl_ms, version = _increment_script()(keys=keys, args=arguments)
         except redis.RedisError:
             counters_restore(increments)
             logger.warning("Rate limiter unavailable; letting the request through")

@@ -1,8 +1,10 @@
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.http import FileResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpRequest, HttpResponseRedirect, QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -17,9 +19,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.accounts.api_request import ApiKeyRequest
-from apps.common.apis import PhonosApiView, error_responses
+from apps.accounts.authentication import BearerKeyLean
+from apps.accounts.models import ApiKey
+from apps.common.apis import PhonosApiView, error_responses, lean_get
 from apps.common.exceptions import InvalidInput, NotFound
-from apps.common.pagination import PageQuerySerializer, PaginationSerializer, paginate
+from apps.common.pagination import (
+    PageQuerySerializer,
+    PaginationSerializer,
+    page_description,
+    paginate,
+)
 from apps.common.request_usage import request_usage
 from apps.jobs.availability import model_availability
 from apps.jobs.catalog import CleanedSubmission, pipeline_clean, submission_clean
@@ -27,7 +36,15 @@ from apps.jobs.idempotency import MAX_KEY_LENGTH, idempotent_call, request_finge
 from apps.jobs.job_keys import msa_cache_path
 from apps.jobs.models import Job
 from apps.jobs.registry import MODELS
-from apps.jobs.selectors import job_get, job_list, job_output_prefix
+from apps.jobs.selectors import (
+    JOB_BODY_FIELDS,
+    JOB_LIST_ITEM_FIELDS,
+    job_get,
+    job_list,
+    job_output_prefix,
+    job_values_get,
+    job_values_page,
+)
 from apps.jobs.services import (
     job_cancel,
     job_delete,
@@ -146,12 +163,7 @@ class JobSerializer(serializers.Serializer[Any]):
 
     @extend_schema_field(JobMetricsSerializer)
     def get_metrics(self, job: Job) -> dict[str, float | int | None]:
-        queued = job.started_at - job.created_at if job.started_at else None
-        return {
-            "queue_seconds": round(queued.total_seconds(), 3) if queued is not None else None,
-            "run_seconds": round(job.run_seconds, 3) if job.run_seconds is not None else None,
-            "batch_size": job.batch_size,
-        }
+        raise NotImplementedError  # documents `metrics`; job_body writes it
 
     cached = serializers.BooleanField(
         help_text="Served without a run of its own: an identical earlier result was reused, "
@@ -168,19 +180,84 @@ class JobSerializer(serializers.Serializer[Any]):
     webhook_events = serializers.ListField(child=serializers.CharField())
 
     def to_representation(self, job: Job) -> dict[str, Any]:
-        data = super().to_representation(job)
-        if job.depends_on_id is None:
-            data.pop("depends_on", None)
-        if job.status == Job.Status.COMPLETED and job.output_file:
-            data["output_file"] = job.output_file
-            data["download_url"] = job.download_path
-        else:
-            data.pop("output_file", None)
-            data.pop("download_url", None)
-        if not job.error:
-            data.pop("error", None)
-        data["webhook_url"] = job.webhook_url or None
-        return data
+        return job_body({name: getattr(job, name) for name in JOB_BODY_FIELDS})
+
+
+# DRF's own formatting of a datetime (ISO 8601 in the current time zone, "Z" for UTC), so the
+# hand-built bodies below write exactly what the serializers they replace wrote.
+_datetime = serializers.DateTimeField()
+
+
+def _when(value: datetime | None) -> str | None:
+    return None if value is None else _datetime.to_representation(value)
+
+
+def _completed_with_output(job: Mapping[str, Any]) -> bool:
+    return job["status"] == Job.Status.COMPLETED and bool(job["output_file"])
+
+
+def job_body(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A job as `GET /v1/jobs/{id}` shows it (JobSerializer documents the fields), built from
+    the values of JOB_BODY_FIELDS: from a row on the hot path, from an instance elsewhere.
+    `output_file` and `download_url` appear once it completed, `error` once it failed,
+    `depends_on` for a pipeline's dock."""
+    job_id = str(job["id"])
+    started_at, created_at, progress = job["started_at"], job["created_at"], job["progress"]
+    body: dict[str, Any] = {
+        "job_id": job_id,
+        "name": str(job["name"]),
+        "model": str(job["model"]),
+        "status": str(job["status"]),
+        "stage": str(job["stage"]),
+        "progress": None if progress is None else float(progress),
+        "credits_used": int(job["cost_credits"]),
+        "credits_refunded": int(job["credits_refunded"]),
+        "created_at": _when(created_at),
+        "updated_at": _when(job["updated_at"]),
+        "started_at": _when(started_at),
+        "finished_at": _when(job["finished_at"]),
+    }
+    if job["error"]:
+        body["error"] = str(job["error"])
+    completed = _completed_with_output(job)
+    if completed:
+        body["output_file"] = str(job["output_file"])
+    if job["depends_on_id"] is not None:
+        body["depends_on"] = str(job["depends_on_id"])
+    run_seconds = job["run_seconds"]
+    body |= {
+        "sequence": str(job["sequence"]),
+        "params": {str(key): value for key, value in job["params"].items()},
+        "metrics": {
+            "queue_seconds": round((started_at - created_at).total_seconds(), 3)
+            if started_at
+            else None,
+            "run_seconds": round(run_seconds, 3) if run_seconds is not None else None,
+            "batch_size": job["batch_size"],
+        },
+        "cached": bool(job["cached"]),
+        "cached_from": str(job["cached_from_id"]) if job["cached_from_id"] is not None else None,
+        "webhook_url": job["webhook_url"] or None,
+        "webhook_events": [str(event) for event in job["webhook_events"]],
+    }
+    if completed:
+        body["download_url"] = f"/v1/jobs/{job_id}/download"
+    return body
+
+
+def job_list_item_body(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A job as `GET /v1/jobs` lists it (JobListItemSerializer), from JOB_LIST_ITEM_FIELDS."""
+    job_id = str(job["id"])
+    body = {
+        "job_id": job_id,
+        "name": str(job["name"]),
+        "status": str(job["status"]),
+        "model": str(job["model"]),
+        "created_at": _when(job["created_at"]),
+    }
+    if _completed_with_output(job):
+        body["download_url"] = f"/v1/jobs/{job_id}/download"
+    return body
 
 
 class JobListItemSerializer(serializers.Serializer[Any]):
@@ -192,12 +269,7 @@ class JobListItemSerializer(serializers.Serializer[Any]):
     download_url = serializers.CharField(required=False)
 
     def to_representation(self, job: Job) -> dict[str, Any]:
-        data = super().to_representation(job)
-        if job.status == Job.Status.COMPLETED and job.output_file:
-            data["download_url"] = job.download_path
-        else:
-            data.pop("download_url", None)
-        return data
+        return job_list_item_body({name: getattr(job, name) for name in JOB_LIST_ITEM_FIELDS})
 
 
 class ModelsApi(PhonosApiView):
@@ -698,6 +770,67 @@ class JobDetailApi(PhonosApiView):
                 "message": "Job deleted successfully",
             }
         )
+
+
+# --- The polled reads without DRF's dispatch (apps.common.apis.lean_get) -----------------------
+
+
+def _job_detail_prepare(request: HttpRequest, job_id: str) -> Callable[[ApiKey], dict[str, Any]]:
+    return lambda api_key: job_body(job_values_get(account_id=api_key.account_id, job_id=job_id))
+
+
+_LIST_QUERY = frozenset({"limit", "offset", "status", "model"})
+_LIST_STATUSES = frozenset({"", "all", *Job.Status.values})
+_LIST_MODELS = frozenset({"", "all", *MODELS})
+_DIGITS = re.compile("[0-9]{1,10}")
+
+
+def _list_number(query: QueryDict, name: str, low: int, high: int) -> int | None:
+    """What JobListApi.FilterSerializer reads from a plain decimal in its range (None
+    otherwise: the serializer judges the rest)."""
+    text = query.get(name)
+    if text is None:
+        default: Any = JobListApi.FilterSerializer._declared_fields[name].default
+        return int(default)
+    if not _DIGITS.fullmatch(text) or not low <= int(text) <= high:
+        return None
+    return int(text)
+
+
+def _job_list_prepare(request: HttpRequest) -> Callable[[ApiKey], dict[str, Any]] | None:
+    """The common listings (limit, offset, status and model filters, values the filter
+    serializer would accept as they are); anything else, `search` included, goes to the view."""
+    query = request.GET
+    if not _LIST_QUERY.issuperset(query):
+        return None
+    status, model = query.get("status", ""), query.get("model", "")
+    limit = _list_number(query, "limit", 1, 100)
+    offset = _list_number(query, "offset", 0, 1_000_000_000)
+    if limit is None or offset is None or status not in _LIST_STATUSES or model not in _LIST_MODELS:
+        return None
+
+    def read(api_key: ApiKey) -> dict[str, Any]:
+        rows, total = job_values_page(
+            account_id=api_key.account_id,
+            status=status if status != "all" else None,
+            model=model if model != "all" else None,
+            limit=limit,
+            offset=offset,
+        )
+        return {
+            "jobs": [job_list_item_body(row) for row in rows],
+            "pagination": page_description(total=total, limit=limit, offset=offset),
+        }
+
+    return read
+
+
+job_detail_view = lean_get(
+    JobDetailApi.as_view(), authenticator=BearerKeyLean(), prepare=_job_detail_prepare
+)
+job_list_view = lean_get(
+    JobListApi.as_view(), authenticator=BearerKeyLean(), prepare=_job_list_prepare
+)
 
 
 class JobCancelApi(PhonosApiView):

@@ -5,13 +5,14 @@ from django.db.models import Count, Q, QuerySet
 
 from apps.accounts.models import Account
 from apps.common.exceptions import InvalidInput, NotFound
+from apps.common.sql import Columns
 from apps.jobs.models import Job
 from apps.jobs.registry import FOLD_MODEL_TYPE, MODELS
 from apps.jobs.storage import get_storage
 
 
-def _visible_jobs(*, account: Account) -> QuerySet[Job]:
-    return Job.objects.filter(account=account, deleted_at__isnull=True)
+def _visible_jobs(*, account_id: int) -> QuerySet[Job]:
+    return Job.objects.filter(account_id=account_id, deleted_at__isnull=True)
 
 
 def job_get(*, account: Account, job_id: uuid.UUID | str) -> Job:
@@ -20,10 +21,90 @@ def job_get(*, account: Account, job_id: uuid.UUID | str) -> Job:
         job_uuid = uuid.UUID(str(job_id))
     except ValueError:
         raise NotFound(f"Job {job_id} not found") from None
-    job = _visible_jobs(account=account).filter(id=job_uuid).first()
+    job = _visible_jobs(account_id=account.id).filter(id=job_uuid).first()
     if job is None:
         raise NotFound(f"Job {job_id} not found")
     return job
+
+
+# What a job's API body shows (apps.jobs.apis.job_body): the hot reads select these columns
+# only, through hand-written SQL (apps.common.sql) rather than a queryset compiled per request.
+JOB_BODY_FIELDS = (
+    "id",
+    "name",
+    "model",
+    "status",
+    "stage",
+    "progress",
+    "cost_credits",
+    "credits_refunded",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "error",
+    "output_file",
+    "depends_on_id",
+    "sequence",
+    "params",
+    "run_seconds",
+    "batch_size",
+    "cached",
+    "cached_from_id",
+    "webhook_url",
+    "webhook_events",
+)
+JOB_LIST_ITEM_FIELDS = ("id", "name", "status", "model", "created_at", "output_file")
+_job_columns = Columns(Job, JOB_BODY_FIELDS)
+_job_list_columns = Columns(Job, JOB_LIST_ITEM_FIELDS)
+
+
+def job_values_get(*, account_id: int, job_id: str) -> dict[str, Any]:
+    """`job_get` as the column values of JOB_BODY_FIELDS, in one hand-written query."""
+    try:
+        job_uuid = uuid.UUID(job_id)
+    except ValueError:
+        raise NotFound(f"Job {job_id} not found") from None
+    rows = _job_columns.select(
+        "WHERE {id} = %s AND {account_id} = %s AND {deleted_at} IS NULL",
+        [("id", job_uuid), ("account_id", account_id)],
+    )
+    if not rows:
+        raise NotFound(f"Job {job_id} not found")
+    return rows[0][0]
+
+
+def job_values_page(
+    *, account_id: int, status: str | None, model: str | None, limit: int, offset: int
+) -> tuple[list[dict[str, Any]], int]:
+    """`job_list` (without search) paged as `paginate` pages it, as the column values of
+    JOB_LIST_ITEM_FIELDS, and the total: one query, which counts the matches as it pages."""
+    where = "WHERE {account_id} = %s AND {deleted_at} IS NULL"
+    parameters: list[tuple[str | None, Any]] = [("account_id", account_id)]
+    if status:
+        where += " AND {status} = %s"
+        parameters.append(("status", status))
+    if model:
+        where += " AND {model} = %s"
+        parameters.append(("model", model))
+    rows = _job_list_columns.select(
+        where + " ORDER BY {created_at} DESC, {id} DESC LIMIT %s OFFSET %s",
+        [*parameters, (None, limit), (None, offset)],
+        extra=", COUNT(*) OVER ()",
+    )
+    if rows:
+        return [values for values, _ in rows], rows[0][1][0]
+    # An empty page (past the end, or no jobs at all) still says how many there are.
+    total = _jobs_filtered(_visible_jobs(account_id=account_id), status=status, model=model).count()
+    return [], total
+
+
+def _jobs_filtered(jobs: QuerySet[Job], *, status: str | None, model: str | None) -> QuerySet[Job]:
+    if status:
+        jobs = jobs.filter(status=status)
+    if model:
+        jobs = jobs.filter(model=model)
+    return jobs
 
 
 def job_list(
@@ -33,18 +114,14 @@ def job_list(
     model: str | None = None,
     search: str | None = None,
 ) -> QuerySet[Job]:
-    jobs = _visible_jobs(account=account)
-    if status:
-        jobs = jobs.filter(status=status)
-    if model:
-        jobs = jobs.filter(model=model)
+    jobs = _jobs_filtered(_visible_jobs(account_id=account.id), status=status, model=model)
     if search:
         jobs = jobs.filter(name__icontains=search)
     return jobs.order_by("-created_at", "-id")
 
 
 def job_counts(*, account: Account) -> dict[str, Any]:
-    counts = _visible_jobs(account=account).aggregate(
+    counts = _visible_jobs(account_id=account.id).aggregate(
         total=Count("id"),
         completed=Count("id", filter=Q(status=Job.Status.COMPLETED)),
         active=Count("id", filter=Q(status__in=Job.ACTIVE)),

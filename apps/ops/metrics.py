@@ -1,9 +1,11 @@
 """Prometheus metrics, aggregated in Redis so that every process's figures add up.
 
 API processes (several gunicorn workers per node, several nodes) and Celery workers each add
-their events to one Redis hash, `phonos:metrics`, in one pipelined round trip per event; any
-API process renders the whole picture at `GET /metrics` from that hash, plus the live figures
-read at scrape time (queue lengths, workers ready). See docs/operations.md, "Metrics".
+their events to one Redis hash, `phonos:metrics`: a worker in one round trip per event, an API
+request through its process's counter buffer, which reaches Redis with the next rate-limit
+round trip or within PHONOS_USAGE_FLUSH_SECONDS. Any API process renders the whole picture at
+`GET /metrics` from that hash (its own buffer sent first), plus the live figures read at scrape
+time (queue lengths, workers ready). See docs/operations.md, "Metrics".
 
 A recording that fails (Redis down) is logged and dropped: metrics never fail a request or a job.
 """
@@ -22,6 +24,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from apps.common.counters import counters_flush
 from apps.common.metrics import DEFINITIONS, METRICS_KEY, redis_client
 from apps.jobs.availability import worker_presence_list
 
@@ -117,6 +120,7 @@ class _RedisCollector:
 def metrics_render() -> bytes:
     """The Prometheus text exposition of every figure; raises redis.RedisError when Redis
     cannot be read (the scrape then fails, which is what Prometheus should see)."""
+    counters_flush()  # this process's buffered requests; other processes' lag by at most a flush
     registry = CollectorRegistry(auto_describe=False)
     client = redis_client()
     if client is not None:

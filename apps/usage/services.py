@@ -75,9 +75,12 @@ def usage_record(
     base = SEPARATOR.join(
         [str(usage.account_id), str(usage.api_key_id), today.isoformat(), endpoint, usage.model]
     )
-    increments = {f"{base}|{REQUESTS}": 1, f"{base}|{LATENCY_US}": round(latency_ms * 1000)}
+    increments = {
+        (PENDING_HASH, f"{base}|{REQUESTS}"): 1,
+        (PENDING_HASH, f"{base}|{LATENCY_US}"): round(latency_ms * 1000),
+    }
     if usage.credits:
-        increments[f"{base}|{CREDITS}"] = usage.credits
+        increments[PENDING_HASH, f"{base}|{CREDITS}"] = usage.credits
     counters_add(increments)
 
 

@@ -9,20 +9,25 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import requests
 from django.conf import settings
 from django.db.models import Sum
+from django.test import RequestFactory
+from django.utils import timezone
+from rest_framework.response import Response
 
 from apps.accounts.services import api_key_revoke
 from apps.billing.models import LedgerEntry
 from apps.common.counters import PENDING_HASH, counters_flush
 from apps.common.request_usage import RequestUsage
+from apps.jobs.apis import JobDetailApi, JobListApi
 from apps.jobs.models import Job
 from apps.usage.models import UsageCounter, UsageFold
 from apps.usage.services import CLAIM_PREFIX, CLAIMS_SET, usage_fold, usage_record
@@ -88,8 +93,81 @@ def test_a_revoked_key_stops_working_in_every_process_within_the_bound(gunicorn,
     revoked_at = time.monotonic()
     while _get(gunicorn.url, alice.key, "/v1/account").status_code != 401:
         assert time.monotonic() - revoked_at < REVOCATION_BOUND_SECONDS
-    # From then on no worker lets it through.
+    # From then on no worker lets it through, on the lean reads (no DRF) either.
     assert {_get(gunicorn.url, alice.key, "/v1/account").status_code for _ in range(8)} == {401}
+    assert {_get(gunicorn.url, alice.key, "/v1/jobs").status_code for _ in range(8)} == {401}
+
+
+def _drf_answer(view: Callable[..., Any], key: str, path: str, **kwargs: str) -> Response:
+    request = RequestFactory().get(path, HTTP_AUTHORIZATION=f"Bearer {key}")
+    response = view(request, **kwargs)
+    response.render()
+    return response
+
+
+SAME_HEADERS = ("Content-Type", "Allow", "RateLimit-Limit", "WWW-Authenticate", "Retry-After")
+
+
+def test_the_lean_reads_answer_byte_for_byte_as_the_drf_views(alice, charlie):
+    ids = [
+        alice.post("/v1/predict", {**ESMFOLD_JOB, "name": f"job {n} é"}).json()["job_id"]
+        for n in range(3)
+    ]
+    Job.objects.filter(id=ids[0]).update(
+        status=Job.Status.COMPLETED,
+        output_file=f"{ids[0]}.pdb",
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+        run_seconds=1.23456,
+        batch_size=2,
+        progress=1,
+        webhook_url="https://example.com/hook",
+        webhook_events=["job.completed"],
+    )
+    Job.objects.filter(id=ids[1]).update(
+        status=Job.Status.FAILED, error="out of memory", depends_on_id=ids[2], cached_from_id=ids[0]
+    )
+    charlies = charlie.post("/v1/predict", ESMFOLD_JOB).json()["job_id"]
+    detail = [(f"/v1/jobs/{job_id}", {"job_id": job_id}) for job_id in [*ids, charlies, "nope"]]
+    listings = ["/v1/jobs", "/v1/jobs?limit=2&offset=1", "/v1/jobs?status=completed&model=all"]
+    cases = [(path, JobDetailApi.as_view(), kwargs) for path, kwargs in detail] + [
+        (path, JobListApi.as_view(), {}) for path in [*listings, "/v1/jobs?offset=9"]
+    ]
+    for path, view, kwargs in cases:
+        lean = alice.get(path)
+        drf = _drf_answer(view, alice.key, path, **kwargs)
+        assert (lean.status_code, lean.content) == (drf.status_code, drf.content), path
+        assert {name: lean.headers.get(name) for name in SAME_HEADERS} == {
+            name: drf.get(name) for name in SAME_HEADERS
+        }, path
+        assert lean.headers["RateLimit-Remaining"] and lean.headers["X-Request-ID"]
+    assert alice.get(f"/v1/jobs/{charlies}").json()["error"] == "Not Found"  # tenancy
+    assert alice.get("/v1/jobs?limit=2&offset=1").json()["pagination"] == {
+        "total": 3,
+        "limit": 2,
+        "offset": 1,
+        "has_more": False,
+    }
+
+
+def test_the_lean_reads_keep_the_rate_limit_and_the_error_envelope(make_client):
+    tenant = make_client(rate_limit=3)
+    answers = [tenant.get("/v1/jobs") for _ in range(4)]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429]
+    assert answers[3].json() == {
+        "error": "Rate limit exceeded",
+        "message": "You have exceeded the rate limit of 3 requests per minute",
+        "reason": "rate_limit",
+    }
+    assert int(answers[3].headers["Retry-After"]) > 0
+    assert answers[3].headers["RateLimit-Remaining"] == "0"
+    # What only the view can judge goes to it, and is refused in its words, counted once.
+    other = make_client(rate_limit=10)
+    refused = other.get("/v1/jobs?limit=0")
+    assert refused.status_code == 400 and refused.headers["RateLimit-Remaining"] == "9"
+    assert refused.json()["message"] == "limit: Ensure this value is greater than or equal to 1."
+    unauthorized = requests.get(other.base_url + "/v1/jobs/x", timeout=30)
+    assert unauthorized.status_code == 401 and set(unauthorized.json()) == {"error", "message"}
 
 
 def _usage(url: str, key: str) -> dict:
