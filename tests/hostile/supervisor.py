@@ -4,10 +4,11 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
+
+from bench.processes import celery_worker_command
 
 
 class SupervisedWorker:
@@ -43,24 +44,7 @@ class SupervisedWorker:
         log_path = self.log_dir / f"{self.name}-{self.starts}.log"
         self.starts += 1
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "phonos",
-                "worker",
-                "-Q",
-                self.queues,
-                "--concurrency",
-                "1",
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{self.name}-{os.getpid()}@%h",
-            ],
+            celery_worker_command(self.queues, name=f"{self.name}-{os.getpid()}@%h"),
             env=self.env,
             stdout=log_path.open("w"),
             stderr=subprocess.STDOUT,
