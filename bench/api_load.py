@@ -30,8 +30,6 @@ import json
 import os
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +39,9 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from bench.processes import free_port, wait_until_serving
+from bench.processes import stop as stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -190,12 +191,6 @@ def prepare_stores(var_dir: Path) -> dict[str, str]:
     return json.loads(line.removeprefix("BENCH_SETUP "))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Server:
     """One gunicorn serving Phonos with the given settings module, on a free loopback port."""
 
@@ -226,26 +221,16 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/bench/bare", timeout=1) as reply:
-                    if reply.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"gunicorn ({self.name}) did not start:\n{self.log_path.read_text()}")
+        wait_until_serving(
+            f"{self.base_url}/bench/bare",
+            self.process,
+            self.log_path,
+            timeout=timeout,
+            what=f"gunicorn ({self.name})",
+        )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=15)
         self._log.close()
 
 

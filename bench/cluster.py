@@ -22,7 +22,6 @@ Redis database of REDIS_URL (flushed before and after); defaults: `phonos` and R
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -42,33 +41,30 @@ import psycopg
 import redis
 import requests
 
+# Run as a script, Python puts bench/ on the path, not the repository that holds it.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.processes import (
+    S3_ACCESS_KEY,
+    S3_PORT,
+    S3_SECRET_KEY,
+    celery_worker_command,
+    free_port,
+    kill_group,
+    s3_is_up,
+    seaweedfs_command,
+    wait_until,
+)
+from bench.processes import stop as stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SEQUENCE = "MGSSHHHHHHSSGLVPRGSHMASMTGGQQMGRGS"
 METRICS_TOKEN = "cluster-metrics-token"
-S3_PORT = 8333
-S3_ACCESS_KEY = "phonos-test"
-S3_SECRET_KEY = "phonos-test-secret-0123456789"
 UNLIMITED = 1_000_000_000
 
 
 def log(message: str) -> None:
     print(f"==> {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    import random
-    import socket
-
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below 32768")
 
 
 # --- Processes -----------------------------------------------------------------------------------
@@ -99,70 +95,23 @@ class Process:
     def kill_hard(self) -> None:
         """SIGKILL the whole process group: a lost node or an OOM kill, no clean-up."""
         assert self.popen is not None
-        os.killpg(self.popen.pid, signal.SIGKILL)
-        self.popen.wait()
+        kill_group(self.popen)
 
     def stop(self) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
+        if self.popen is not None:
+            stop_process(self.popen, timeout=20, group=True)
 
 
-def wait_for(predicate, what: str, timeout: float = 90, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
-
-
-def s3_is_up() -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{S3_PORT}", timeout=1).status_code > 0
-    except requests.RequestException:
-        return False
+def wait_for(predicate, what: str, timeout: float = 90) -> Any:
+    return wait_until(predicate, what, timeout=timeout, interval=0.2)
 
 
 def seaweedfs_start(workdir: Path) -> Process | None:
     """Reuse the SeaweedFS on :8333 if one runs (the test suite's), else start one."""
     if s3_is_up():
         return None
-    config = workdir / "s3.json"
-    config.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": "phonos",
-                        "credentials": [{"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}],
-                        "actions": ["Admin", "Read", "List", "Write"],
-                    }
-                ]
-            }
-        )
-    )
     process = Process(
-        "seaweedfs",
-        [
-            str(BIN / "weed"),
-            "mini",
-            f"-dir={workdir / 'weed'}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
-            f"-s3.config={config}",
-            "-admin.ui=false",
-            "-webdav=false",
-        ],
-        dict(os.environ),
-        workdir / "weed.log",
+        "seaweedfs", seaweedfs_command(workdir), dict(os.environ), workdir / "weed.log"
     ).start()
     wait_for(s3_is_up, "SeaweedFS")
     return process
@@ -419,27 +368,10 @@ def run_cluster(*, jobs: int, database_url: str, redis_url: str, workdir: Path) 
         ]
 
         def celery_worker(name: str, queue: str, concurrency: int) -> Process:
-            return Process(
-                name,
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "phonos",
-                    "worker",
-                    "-Q",
-                    queue,
-                    "--concurrency",
-                    str(concurrency),
-                    "--without-gossip",
-                    "--without-mingle",
-                    "-n",
-                    f"{name}@%h",
-                ],
-                env,
-                workdir / f"{name}.log",
+            command = celery_worker_command(
+                queue, name=f"{name}@%h", concurrency=concurrency, loglevel=None
             )
+            return Process(name, command, env, workdir / f"{name}.log")
 
         workers = [
             celery_worker("esmfold1", "esmfold", 1),
@@ -674,7 +606,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="phonos-cluster-"))
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "phonos.settings")
     report = run_cluster(
         jobs=args.jobs, database_url=args.database_url, redis_url=args.redis_url, workdir=workdir

@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.processes import celery_worker_command
+
 DATABASE_URL = "postgres://postgres@127.0.0.1:5432/phonos_bench_queue"
 REDIS_URL = "redis://127.0.0.1:6379/8"
 
@@ -55,22 +57,7 @@ def main() -> None:
     weights = write_tiny_esmfold(workdir / "tiny-esmfold")
     log = (workdir / "worker.log").open("w")
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "phonos",
-            "worker",
-            "-Q",
-            "esmfold",
-            "--concurrency",
-            "1",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ],
+        celery_worker_command("esmfold"),
         env={
             **os.environ,
             "PHONOS_ESMFOLD_WEIGHTS": str(weights),

@@ -25,8 +25,6 @@ import argparse
 import io
 import json
 import os
-import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from bench.processes import celery_worker_command, free_port, wait_for_log
 
 ROOT = Path(__file__).resolve().parents[1]
 DATABASE_URL = os.environ.get(
@@ -59,18 +59,6 @@ def files(name: str) -> dict[str, Path]:
         "protein": folder / f"{name}_protein_one_lig_removed.pdb",
         "ligand": folder / f"{name}_ligand.sdf",
     }
-
-
-def free_port() -> int:
-    """A free loopback port below 32768 (the ephemeral range above it collides under load)."""
-    for port in random.sample(range(20000, 32000), 200):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below 32768")
 
 
 def start_services(var_dir: Path) -> tuple[str, list[subprocess.Popen]]:
@@ -105,23 +93,18 @@ def start_services(var_dir: Path) -> tuple[str, list[subprocess.Popen]]:
     )
     worker_log = var_dir / "worker.log"
     worker = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "celery", "-A", "phonos", "worker", "-Q", "vina"),
-            *("--concurrency", "1", "--without-gossip", "--without-mingle", "-n", "redock@%h"),
-            *("--loglevel", "INFO"),
-        ],
+        celery_worker_command("vina", name="redock@%h"),
         cwd=ROOT,
         env=environment,
         stdout=worker_log.open("w"),
         stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 120
-    while "ready." not in worker_log.read_text():
-        if time.monotonic() > deadline or worker.poll() is not None:
-            server.terminate()
-            worker.terminate()
-            raise RuntimeError(worker_log.read_text())
-        time.sleep(0.5)
+    try:
+        wait_for_log(worker_log, "ready.", worker, timeout=120)
+    except RuntimeError:
+        server.terminate()
+        worker.terminate()
+        raise
     return f"http://127.0.0.1:{port}", [server, worker]
 
 

@@ -1,10 +1,6 @@
-import json
 import os
-import random
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +17,11 @@ from django.core.servers.basehttp import ThreadedWSGIServer
 from apps.accounts.models import Account
 from apps.accounts.services import api_key_create
 from apps.billing.services import account_open
+from bench import processes
+from bench.processes import S3_ACCESS_KEY, S3_PORT, S3_SECRET_KEY
+
+# Test modules import free_port from here.
+from bench.processes import free_port as free_port
 
 
 @dataclass
@@ -113,32 +114,19 @@ def parallel(
         return list(pool.map(lambda call: call(), calls))
 
 
-def free_port() -> int:
-    """A free loopback port below 32768: the ephemeral range above it collides under load."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below 32768")
-
-
 def wait_until_serving(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
     """Until `url`'s /v1/health answers 200; fails with the server's log if it exits or is late."""
-    deadline = time.monotonic() + timeout
-    while True:
-        assert process.poll() is None, log.read_text()
-        try:
-            if requests.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.2)
+    processes.wait_until_serving(f"{url}/v1/health", process, log, timeout=timeout)
 
+
+# One glycine: the smallest receptor PDB a docking submission takes.
+GLYCINE_PDB = """\
+ATOM      1  N   GLY A   1      -1.195   0.000   0.000  1.00  0.00           N
+ATOM      2  CA  GLY A   1       0.000   0.000   0.000  1.00  0.00           C
+ATOM      3  C   GLY A   1       1.520   0.000   0.000  1.00  0.00           C
+ATOM      4  O   GLY A   1       2.100   1.050   0.000  1.00  0.00           O
+END
+"""
 
 ESMFOLD_JOB = {"model": "esmfold", "sequence": "MGSSHHHHHHSSGLVPRGSHMASMTGGQQMGRGS", "name": "demo"}
 
@@ -154,18 +142,11 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process, timeout=15)
 
     def kill_hard(self) -> None:
         """SIGKILL the whole process group, as an OOM kill or a lost node would."""
-        os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait()
+        processes.kill_group(self.process)
 
 
 def worker_environment(**extra: str) -> dict[str, str]:
@@ -199,26 +180,12 @@ def start_worker(tmp_path: Path, transactional_db) -> Iterator[Callable[..., Wor
     ) -> WorkerProcess:
         """`beat=True` also runs the periodic scheduler (the job sweeper) in the worker."""
         log_path = tmp_path / f"worker-{len(started)}.log"
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "phonos",
-            "worker",
-            "-Q",
+        command = processes.celery_worker_command(
             queues,
-            "--concurrency",
-            str(concurrency),
-            "--pool",
-            pool,
-            "--loglevel",
-            "INFO",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"test{len(started)}-{os.getpid()}@%h",
-        ]
+            name=f"test{len(started)}-{os.getpid()}@%h",
+            concurrency=concurrency,
+            pool=pool,
+        )
         if beat:
             command += ["--beat", "--schedule", str(tmp_path / f"beat-{len(started)}")]
         process = subprocess.Popen(
@@ -230,11 +197,7 @@ def start_worker(tmp_path: Path, transactional_db) -> Iterator[Callable[..., Wor
         )
         worker = WorkerProcess(process=process, log_path=log_path)
         started.append(worker)
-        deadline = time.monotonic() + 60
-        while "ready." not in worker.log():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{worker.log()}")
-            time.sleep(0.2)
+        processes.wait_for_log(log_path, "ready.", process, timeout=60)
         return worker
 
     yield start
@@ -242,75 +205,48 @@ def start_worker(tmp_path: Path, transactional_db) -> Iterator[Callable[..., Wor
         worker.stop()
 
 
-S3_ACCESS_KEY = "phonos-test"
-S3_SECRET_KEY = "phonos-test-secret-0123456789"
-S3_PORT = 8333
-
-
-def _s3_is_up() -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{S3_PORT}", timeout=1).status_code > 0
-    except requests.RequestException:
-        return False
-
-
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory) -> Iterator[str]:
     """A real S3-protocol server (SeaweedFS) that checks SigV4 signatures."""
     process = None
-    if not _s3_is_up():
+    if not processes.s3_is_up():
         workdir = tmp_path_factory.mktemp("seaweedfs")
-        config = workdir / "s3.json"
-        config.write_text(
-            json.dumps(
-                {
-                    "identities": [
-                        {
-                            "name": "phonos",
-                            "credentials": [
-                                {"accessKey": S3_ACCESS_KEY, "secretKey": S3_SECRET_KEY}
-                            ],
-                            "actions": ["Admin", "Read", "List", "Write"],
-                        }
-                    ]
-                }
-            )
-        )
-        weed = Path(sys.executable).with_name("weed")
+        log = workdir / "weed.log"
         process = subprocess.Popen(
-            [
-                str(weed),
-                "mini",
-                f"-dir={workdir / 'data'}",
-                "-ip=127.0.0.1",
-                "-ip.bind=127.0.0.1",
-                f"-s3.config={config}",
-                "-admin.ui=false",
-                "-webdav=false",
-                # Every test bucket is a collection with volumes of its own: small volumes, and
-                # room for many, or a long run ends with "no free volumes left".
-                "-master.volumeSizeLimitMB=64",
-                "-volume.max=2000",
-            ],
-            stdout=(workdir / "weed.log").open("w"),
+            processes.seaweedfs_command(workdir),
+            stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 60
-        while not _s3_is_up():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((workdir / "weed.log").read_text())
-            time.sleep(0.2)
+
+        def answers() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(log.read_text())
+            return processes.s3_is_up()
+
+        processes.wait_until(answers, "SeaweedFS", timeout=60, interval=0.2)
     yield f"http://127.0.0.1:{S3_PORT}"
     if process is not None:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
 
 
+def s3_client(endpoint_url: str) -> Any:
+    """A boto3 S3 client of the test SeaweedFS, with its credentials."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY,
+        region_name="us-east-1",
+    )
+
+
 @pytest.fixture
 def s3_storage(seaweedfs, settings) -> Iterator[dict[str, str]]:
     """Point this process and (through the returned env) workers at a fresh S3 bucket."""
-    import boto3
 
     from apps.jobs.storage import get_storage
 
@@ -321,13 +257,7 @@ def s3_storage(seaweedfs, settings) -> Iterator[dict[str, str]]:
         "AWS_ACCESS_KEY_ID": S3_ACCESS_KEY,
         "AWS_SECRET_ACCESS_KEY": S3_SECRET_KEY,
     }
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=seaweedfs,
-        aws_access_key_id=S3_ACCESS_KEY,
-        aws_secret_access_key=S3_SECRET_KEY,
-        region_name="us-east-1",
-    )
+    s3 = s3_client(seaweedfs)
     for _ in range(50):  # the filer may still be joining the cluster right after start
         try:
             s3.create_bucket(Bucket=bucket)

@@ -62,6 +62,16 @@ def _apply(
     )
 
 
+def _apply_once(**entry: Any) -> LedgerEntry | None:
+    """`_apply`, unless the ledger already holds this entry (its unique purchase reference or
+    job refund): then nothing changes and it returns None."""
+    try:
+        with transaction.atomic():
+            return _apply(**entry)
+    except IntegrityError:
+        return None
+
+
 @transaction.atomic
 def credits_grant(
     *, account_id: int, amount: int, description: str = "", reference: str = ""
@@ -122,17 +132,13 @@ def credits_purchase(
     *, account_id: int, amount: int, reference: str, description: str = ""
 ) -> LedgerEntry | None:
     """Credit a paid purchase once per payment reference; a replay returns None."""
-    try:
-        with transaction.atomic():
-            return _apply(
-                account_id=account_id,
-                amount=amount,
-                kind=LedgerEntry.Kind.PURCHASE,
-                reference=reference,
-                description=description,
-            )
-    except IntegrityError:
-        return None
+    return _apply_once(
+        account_id=account_id,
+        amount=amount,
+        kind=LedgerEntry.Kind.PURCHASE,
+        reference=reference,
+        description=description,
+    )
 
 
 def credits_debit_for_job(
@@ -163,17 +169,13 @@ def credits_refund_for_job(
     refund = -debit.amount if amount is None else min(amount, -debit.amount)
     if refund <= 0:
         return None
-    try:
-        with transaction.atomic():
-            return _apply(
-                account_id=account_id,
-                amount=refund,
-                kind=LedgerEntry.Kind.REFUND,
-                job_id=job_id,
-                description=reason[:255],
-            )
-    except IntegrityError:
-        return None
+    return _apply_once(
+        account_id=account_id,
+        amount=refund,
+        kind=LedgerEntry.Kind.REFUND,
+        job_id=job_id,
+        description=reason[:255],
+    )
 
 
 def checkout_session_create(

@@ -7,7 +7,7 @@ from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from apps.common.exceptions import ApplicationError, ServiceUnavailable, TooManyRequests
+from apps.common.exceptions import ApplicationError, TooManyRequests
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         status, body = exc.status_code, error_body(exc.status_code, exc.message, exc.error)
         if isinstance(exc, TooManyRequests):
             body["reason"] = exc.reason
-        if isinstance(exc, TooManyRequests | ServiceUnavailable) and exc.retry_after is not None:
+        if exc.retry_after is not None:
             headers["Retry-After"] = str(exc.retry_after)
     elif isinstance(exc, drf_exceptions.ValidationError):
         status = 400

@@ -6,19 +6,24 @@ unexpected error) into the public error envelope `{"error": ..., "message": ...}
 
 
 class ApplicationError(Exception):
+    """A 400 unless a subclass says otherwise. `retry_after` (seconds) becomes the answer's
+    Retry-After header: when the same request may succeed (429, 503)."""
+
     status_code = 400
     error = "Bad Request"
 
-    def __init__(self, message: str, *, error: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, error: str | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if error is not None:
             self.error = error
+        self.retry_after = retry_after
 
 
 class InvalidInput(ApplicationError):
-    status_code = 400
-    error = "Bad Request"
+    """The request is malformed or breaks a rule of its model (400)."""
 
 
 class NotFound(ApplicationError):
@@ -48,10 +53,9 @@ class TooManyRequests(ApplicationError):
         error: str | None = None,
         retry_after: int | None = None,
     ) -> None:
-        super().__init__(message, error=error)
+        super().__init__(message, error=error, retry_after=retry_after)
         # A stable word a client can branch on: rate_limit, active_jobs, queue_full, ...
         self.reason = reason
-        self.retry_after = retry_after
 
 
 class BadGateway(ApplicationError):
@@ -69,9 +73,3 @@ class ServiceUnavailable(ApplicationError):
 
     status_code = 503
     error = "Service Unavailable"
-
-    def __init__(
-        self, message: str, *, error: str | None = None, retry_after: int | None = None
-    ) -> None:
-        super().__init__(message, error=error)
-        self.retry_after = retry_after

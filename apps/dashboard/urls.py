@@ -1,5 +1,5 @@
 from django.contrib.auth import views as auth_views
-from django.urls import path, reverse_lazy
+from django.urls import include, path, reverse_lazy
 
 from apps.dashboard import account_views, result_views, stream_views, views
 
@@ -52,29 +52,22 @@ auth = [
     ),
 ]
 
+# Under jobs/<job_id>/.
+job = [
+    path("", views.job_detail, name="job"),
+    path("live/", views.job_live, name="job_live"),
+    path("events", stream_views.job_events, name="job_events"),
+    path("cancel/", views.job_cancel_view, name="job_cancel"),
+    path("delete/", views.job_delete_view, name="job_delete"),
+    path("confidence.json", result_views.DashboardConfidenceView.as_view(), name="job_confidence"),
+    path("structure", result_views.DashboardStructureView.as_view(), name="job_structure"),
+    path("archive.zip", result_views.DashboardArchiveView.as_view(), name="job_archive"),
+]
+
 jobs = [
     path("jobs/", views.jobs, name="jobs"),
     path("jobs/new/", views.submit, name="submit"),
-    path("jobs/<str:job_id>/", views.job_detail, name="job"),
-    path("jobs/<str:job_id>/live/", views.job_live, name="job_live"),
-    path("jobs/<str:job_id>/events", stream_views.job_events, name="job_events"),
-    path("jobs/<str:job_id>/cancel/", views.job_cancel_view, name="job_cancel"),
-    path("jobs/<str:job_id>/delete/", views.job_delete_view, name="job_delete"),
-    path(
-        "jobs/<str:job_id>/confidence.json",
-        result_views.DashboardConfidenceView.as_view(),
-        name="job_confidence",
-    ),
-    path(
-        "jobs/<str:job_id>/structure",
-        result_views.DashboardStructureView.as_view(),
-        name="job_structure",
-    ),
-    path(
-        "jobs/<str:job_id>/archive.zip",
-        result_views.DashboardArchiveView.as_view(),
-        name="job_archive",
-    ),
+    path("jobs/<str:job_id>/", include(job)),
 ]
 
 urlpatterns = [

@@ -205,32 +205,32 @@ def job_live(request: HttpRequest, account: Account, job_id: str) -> HttpRespons
     return response
 
 
+def _job_action(request: HttpRequest, action: Callable[[], object], done: str) -> bool:
+    """Run a job action, saying how it went: `done` on success, the refusal's message (a job
+    that has ended cannot be cancelled) otherwise. Another tenant's job is a 404."""
+    try:
+        _found(action)
+    except ApplicationError as error:
+        messages.error(request, error.message)
+        return False
+    messages.success(request, done)
+    return True
+
+
 @require_POST
 @account_required
 def job_cancel_view(request: HttpRequest, account: Account, job_id: str) -> HttpResponse:
-    try:
-        job_cancel(account=account, job_id=job_id)
-    except NotFound as error:
-        raise Http404(error.message) from None
-    except ApplicationError as error:
-        messages.error(request, error.message)
-    else:
-        messages.success(request, "Job cancelled; its credits were refunded.")
+    done = "Job cancelled; its credits were refunded."
+    _job_action(request, lambda: job_cancel(account=account, job_id=job_id), done)
     return redirect("dashboard:job", job_id=job_id)
 
 
 @require_POST
 @account_required
 def job_delete_view(request: HttpRequest, account: Account, job_id: str) -> HttpResponse:
-    try:
-        job_delete(account=account, job_id=job_id)
-    except NotFound as error:
-        raise Http404(error.message) from None
-    except ApplicationError as error:
-        messages.error(request, error.message)
-        return redirect("dashboard:job", job_id=job_id)
-    messages.success(request, "Job deleted.")
-    return redirect("dashboard:jobs")
+    if _job_action(request, lambda: job_delete(account=account, job_id=job_id), "Job deleted."):
+        return redirect("dashboard:jobs")
+    return redirect("dashboard:job", job_id=job_id)
 
 
 def _submission_data(account: Account, form: SubmitForm) -> dict[str, Any]:

@@ -47,18 +47,25 @@ def fasta_single_record(text: str, *, field_name: str = "sequence") -> str:
     return "".join(line for line in lines if line and not line.startswith((">", ";")))
 
 
-def clean_protein_sequence(raw: Any, *, spec: ModelSpec, field_name: str = "sequence") -> str:
-    if not isinstance(raw, str):
-        raise InvalidInput(f"{field_name} must be a string of amino acids")
-    sequence = _WHITESPACE.sub("", fasta_single_record(raw, field_name=field_name)).upper()
+def _residues(text: str, *, label: str) -> str:
+    """One chain's residues, white space dropped and upper-cased; refused when empty or when a
+    character is not an amino acid."""
+    sequence = _WHITESPACE.sub("", text).upper()
     if not sequence:
-        raise InvalidInput(f"{field_name} is empty")
+        raise InvalidInput(f"{label} is empty")
     bad = _NOT_AMINO.search(sequence)
     if bad:
         raise InvalidInput(
-            f"{field_name} has {bad.group()!r} at position {bad.start() + 1}; "
+            f"{label} has {bad.group()!r} at position {bad.start() + 1}; "
             f"allowed residues are {AMINO_ACIDS}"
         )
+    return sequence
+
+
+def clean_protein_sequence(raw: Any, *, spec: ModelSpec, field_name: str = "sequence") -> str:
+    if not isinstance(raw, str):
+        raise InvalidInput(f"{field_name} must be a string of amino acids")
+    sequence = _residues(fasta_single_record(raw, field_name=field_name), label=field_name)
     if len(sequence) > spec.max_length:
         raise InvalidInput(
             f"{field_name} has {len(sequence)} residues; {spec.id} accepts at most "
@@ -86,18 +93,7 @@ def clean_chains(raw: Any, *, spec: ModelSpec) -> list[str]:
         raise InvalidInput(
             f"sequence has {len(chains)} chains; {spec.id} folds at most {spec.max_chains}"
         )
-    cleaned = []
-    for chain, label in zip(chains, labels, strict=True):
-        sequence = _WHITESPACE.sub("", chain).upper()
-        if not sequence:
-            raise InvalidInput(f"{label} is empty")
-        bad = _NOT_AMINO.search(sequence)
-        if bad:
-            raise InvalidInput(
-                f"{label} has {bad.group()!r} at position {bad.start() + 1}; "
-                f"allowed residues are {AMINO_ACIDS}"
-            )
-        cleaned.append(sequence)
+    cleaned = [_residues(chain, label=label) for chain, label in zip(chains, labels, strict=True)]
     total = sum(len(chain) for chain in cleaned)
     if total > spec.max_length:
         raise InvalidInput(

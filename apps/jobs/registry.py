@@ -364,6 +364,19 @@ def _vina_options(settings: Any) -> dict[str, Any]:
 
 
 _STRUCTURE_SUMMARY = ("mean_plddt", "ptm", "samples", "best_sample")
+
+
+def _docking_outputs(*, score: str) -> Outputs:
+    """A docking model's outputs: the receptor with its best pose, all poses; `score` is the
+    summary key of the best pose's score (each model scores poses its own way)."""
+    return Outputs(
+        primary="PDB of the receptor with the best pose",
+        content_type="chemical/x-pdb",
+        files=("<job id>.pdb", "poses.sdf", "confidence.json"),
+        summary=(score, "num_poses", "samples", "best_sample"),
+    )
+
+
 # Ligand and reference-ligand files as text: a drug-like molecule is a few kB; this bounds what
 # a request can hold.
 _LIGAND_FILE_CHARS = 100_000
@@ -498,12 +511,7 @@ MODELS: dict[str, ModelSpec] = {
             runner="workers.runners.diffdock.DiffDockRunner",
             runner_options=_diffdock_options,
             weights_setting="PHONOS_DIFFDOCK_DIR",
-            outputs=Outputs(
-                primary="PDB of the receptor with the best pose",
-                content_type="chemical/x-pdb",
-                files=("<job id>.pdb", "poses.sdf", "confidence.json"),
-                summary=("best_confidence", "num_poses", "samples", "best_sample"),
-            ),
+            outputs=_docking_outputs(score="best_confidence"),
             params=(
                 *_DOCKING_RECEPTOR,
                 *_DOCKING_LIGAND,
@@ -525,12 +533,7 @@ MODELS: dict[str, ModelSpec] = {
             runner_options=_vina_options,
             weights_version="vina-1.2",
             crops_receptor=True,
-            outputs=Outputs(
-                primary="PDB of the receptor with the best pose",
-                content_type="chemical/x-pdb",
-                files=("<job id>.pdb", "poses.sdf", "confidence.json"),
-                summary=("best_affinity_kcal_mol", "num_poses", "samples", "best_sample"),
-            ),
+            outputs=_docking_outputs(score="best_affinity_kcal_mol"),
             params=(
                 *_DOCKING_RECEPTOR,
                 *_DOCKING_LIGAND,

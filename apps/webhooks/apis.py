@@ -1,5 +1,6 @@
 from typing import Any
 
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -156,6 +157,16 @@ class WebhookDeliveryFilterSerializer(PageQuerySerializer):
     limit = serializers.IntegerField(min_value=1, max_value=100, default=20)
 
 
+def _delivery_page(request: ApiKeyRequest, deliveries: QuerySet[WebhookDelivery]) -> dict[str, Any]:
+    """The page of `deliveries` that the query's limit and offset ask for, and its pagination."""
+    filters = WebhookDeliveryFilterSerializer(data=request.query_params)
+    filters.is_valid(raise_exception=True)
+    page, pagination = paginate(
+        deliveries, limit=filters.validated_data["limit"], offset=filters.validated_data["offset"]
+    )
+    return {"deliveries": WebhookDeliverySerializer(page, many=True).data, "pagination": pagination}
+
+
 def _with_secret(created: WebhookWithSecret, message: str) -> dict[str, Any]:
     return {
         **WebhookSerializer(created.webhook).data,
@@ -266,19 +277,7 @@ class WebhookDeliveryListApi(PhonosApiView):
     )
     def get(self, request: ApiKeyRequest, webhook_id: str) -> Response:
         webhook = webhook_get(account=request.user, webhook_id=webhook_id)
-        filters = WebhookDeliveryFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        page, pagination = paginate(
-            webhook_delivery_list(webhook=webhook),
-            limit=filters.validated_data["limit"],
-            offset=filters.validated_data["offset"],
-        )
-        return Response(
-            {
-                "deliveries": WebhookDeliverySerializer(page, many=True).data,
-                "pagination": pagination,
-            }
-        )
+        return Response(_delivery_page(request, webhook_delivery_list(webhook=webhook)))
 
 
 class WebhookDeliveryRetryApi(PhonosApiView):
@@ -381,19 +380,12 @@ class JobWebhookDeliveryListApi(PhonosApiView):
     )
     def get(self, request: ApiKeyRequest, job_id: str) -> Response:
         job = job_get(account=request.user, job_id=job_id)
-        filters = WebhookDeliveryFilterSerializer(data=request.query_params)
-        filters.is_valid(raise_exception=True)
-        page, pagination = paginate(
-            request_webhook_delivery_list(account=request.user, job_id=job.id),
-            limit=filters.validated_data["limit"],
-            offset=filters.validated_data["offset"],
-        )
+        deliveries = request_webhook_delivery_list(account=request.user, job_id=job.id)
         return Response(
             {
                 "webhook_url": job.webhook_url or None,
                 "webhook_events": job.webhook_events,
-                "deliveries": WebhookDeliverySerializer(page, many=True).data,
-                "pagination": pagination,
+                **_delivery_page(request, deliveries),
             }
         )
 

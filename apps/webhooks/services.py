@@ -205,14 +205,32 @@ def webhook_secret_rotate(
     webhook = webhook_get(account=account, webhook_id=webhook_id)
     webhook = Webhook.objects.select_for_update().get(id=webhook.id)
     secret = secret_generate()
+    _secret_replace(
+        webhook,
+        encrypted=secret_encrypt(secret=secret),
+        hint=secret_hint(secret=secret),
+        previous_valid_hours=previous_valid_hours,
+    )
+    return WebhookWithSecret(webhook=webhook, secret=secret)
+
+
+def _secret_replace(
+    holder: Webhook | AccountWebhookSecret,
+    *,
+    encrypted: str,
+    hint: str,
+    previous_valid_hours: int,
+) -> None:
+    """Put a new signing secret on a row locked for update; the replaced one keeps signing next
+    to it for `previous_valid_hours` (0 retires it now)."""
     keep_previous = previous_valid_hours > 0
-    webhook.previous_secret_encrypted = webhook.secret_encrypted if keep_previous else ""
-    webhook.previous_secret_expires_at = (
+    holder.previous_secret_encrypted = holder.secret_encrypted if keep_previous else ""
+    holder.previous_secret_expires_at = (
         timezone.now() + timedelta(hours=previous_valid_hours) if keep_previous else None
     )
-    webhook.secret_encrypted = secret_encrypt(secret=secret)
-    webhook.secret_hint = secret_hint(secret=secret)
-    webhook.save(
+    holder.secret_encrypted = encrypted
+    holder.secret_hint = hint
+    holder.save(
         update_fields=[
             "previous_secret_encrypted",
             "previous_secret_expires_at",
@@ -221,7 +239,6 @@ def webhook_secret_rotate(
             "updated_at",
         ]
     )
-    return WebhookWithSecret(webhook=webhook, secret=secret)
 
 
 def _account_secret_new(*, account_id: int) -> tuple[AccountWebhookSecret, str]:
@@ -276,23 +293,11 @@ def account_webhook_secret_rotate(
     if created:
         return AccountSecretShown(account_secret=account_secret, secret=secret, created=True)
     account_secret = AccountWebhookSecret.objects.select_for_update().get(account_id=account.id)
-    keep_previous = previous_valid_hours > 0
-    account_secret.previous_secret_encrypted = (
-        account_secret.secret_encrypted if keep_previous else ""
-    )
-    account_secret.previous_secret_expires_at = (
-        timezone.now() + timedelta(hours=previous_valid_hours) if keep_previous else None
-    )
-    account_secret.secret_encrypted = candidate.secret_encrypted
-    account_secret.secret_hint = candidate.secret_hint
-    account_secret.save(
-        update_fields=[
-            "previous_secret_encrypted",
-            "previous_secret_expires_at",
-            "secret_encrypted",
-            "secret_hint",
-            "updated_at",
-        ]
+    _secret_replace(
+        account_secret,
+        encrypted=candidate.secret_encrypted,
+        hint=candidate.secret_hint,
+        previous_valid_hours=previous_valid_hours,
     )
     return AccountSecretShown(account_secret=account_secret, secret=secret, created=False)
 

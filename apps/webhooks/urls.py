@@ -1,6 +1,6 @@
 """Included under /v1/ by phonos/urls.py."""
 
-from django.urls import path
+from django.urls import include, path
 
 from apps.webhooks.apis import (
     AccountSecretApi,
@@ -14,27 +14,24 @@ from apps.webhooks.apis import (
     WebhookTestApi,
 )
 
+# Under webhooks/<webhook_id>/.
+webhook = [
+    path("test", WebhookTestApi.as_view(), name="webhook-test"),
+    path("rotate-secret", WebhookSecretRotateApi.as_view(), name="webhook-rotate-secret"),
+    path("deliveries", WebhookDeliveryListApi.as_view(), name="webhook-delivery-list"),
+    path(
+        "deliveries/<str:delivery_id>/retry",
+        WebhookDeliveryRetryApi.as_view(),
+        name="webhook-delivery-retry",
+    ),
+]
+
 urlpatterns = [
     path("webhooks", WebhookListApi.as_view(), name="webhook-list"),
     # Before webhooks/<webhook_id>, which would take "account-secret" for an id.
     path("webhooks/account-secret", AccountSecretApi.as_view(), name="webhook-account-secret"),
     path("webhooks/<str:webhook_id>", WebhookDetailApi.as_view(), name="webhook-detail"),
-    path("webhooks/<str:webhook_id>/test", WebhookTestApi.as_view(), name="webhook-test"),
-    path(
-        "webhooks/<str:webhook_id>/rotate-secret",
-        WebhookSecretRotateApi.as_view(),
-        name="webhook-rotate-secret",
-    ),
-    path(
-        "webhooks/<str:webhook_id>/deliveries",
-        WebhookDeliveryListApi.as_view(),
-        name="webhook-delivery-list",
-    ),
-    path(
-        "webhooks/<str:webhook_id>/deliveries/<str:delivery_id>/retry",
-        WebhookDeliveryRetryApi.as_view(),
-        name="webhook-delivery-retry",
-    ),
+    path("webhooks/<str:webhook_id>/", include(webhook)),
     path(
         "jobs/<str:job_id>/webhook-deliveries",
         JobWebhookDeliveryListApi.as_view(),

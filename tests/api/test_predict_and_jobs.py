@@ -7,17 +7,9 @@ from apps.jobs.models import Job
 from apps.jobs.services import job_complete, job_fail, job_start
 from apps.jobs.storage import get_storage
 from tests.api.test_auth_and_errors import assert_error
-from tests.conftest import ESMFOLD_JOB
+from tests.conftest import ESMFOLD_JOB, GLYCINE_PDB
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-PROTEIN_PDB = """\
-ATOM      1  N   GLY A   1      -1.195   0.000   0.000  1.00  0.00           N
-ATOM      2  CA  GLY A   1       0.000   0.000   0.000  1.00  0.00           C
-ATOM      3  C   GLY A   1       1.520   0.000   0.000  1.00  0.00           C
-ATOM      4  O   GLY A   1       2.100   1.050   0.000  1.00  0.00           O
-END
-"""
 
 
 def test_predict_charges_the_model_cost_and_records_the_debit(alice):
@@ -51,7 +43,7 @@ def test_docking_checks_the_ligand_and_the_protein(alice):
         json={
             "model": "diffdock",
             "sequence": "CC(=O)Oc1ccccc1C(=O)O",
-            "params": {"protein_pdb": PROTEIN_PDB},
+            "params": {"protein_pdb": GLYCINE_PDB},
         },
     )
     assert ok.status_code == 200, ok.text

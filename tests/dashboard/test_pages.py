@@ -12,17 +12,10 @@ from apps.accounts.services import api_key_create
 from apps.billing.models import LedgerEntry
 from apps.jobs.catalog import submission_clean
 from apps.jobs.services import job_submit
+from tests.conftest import GLYCINE_PDB
 from tests.dashboard.conftest import PASSWORD, verification_path
 
 pytestmark = pytest.mark.django_db
-
-RECEPTOR_PDB = """\
-ATOM      1  N   GLY A   1      -1.195   0.000   0.000  1.00  0.00           N
-ATOM      2  CA  GLY A   1       0.000   0.000   0.000  1.00  0.00           C
-ATOM      3  C   GLY A   1       1.520   0.000   0.000  1.00  0.00           C
-ATOM      4  O   GLY A   1       2.100   1.050   0.000  1.00  0.00           O
-END
-"""
 
 
 @pytest.fixture
@@ -189,7 +182,7 @@ def test_fasta_file_upload_is_read_without_its_header(olga):
 
 
 def test_docking_takes_an_uploaded_receptor_and_a_smiles(olga):
-    receptor = SimpleUploadedFile("receptor.pdb", RECEPTOR_PDB.encode())
+    receptor = SimpleUploadedFile("receptor.pdb", GLYCINE_PDB.encode())
     response = signed_in(olga).post(
         "/dashboard/jobs/new/",
         {
@@ -208,7 +201,7 @@ def test_docking_takes_an_uploaded_receptor_and_a_smiles(olga):
 
 
 def test_vina_box_coordinates_are_decimal_fields(olga):
-    receptor = SimpleUploadedFile("receptor.pdb", RECEPTOR_PDB.encode())
+    receptor = SimpleUploadedFile("receptor.pdb", GLYCINE_PDB.encode())
     response = signed_in(olga).post(
         "/dashboard/jobs/new/",
         {

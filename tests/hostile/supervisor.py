@@ -4,10 +4,11 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
+
+from bench.processes import celery_worker_command
 
 
 class SupervisedWorker:
@@ -49,26 +50,12 @@ class SupervisedWorker:
         log_path = self.log_dir / f"{self.name}-{self.starts}.log"
         self.starts += 1
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "phonos",
-                "worker",
-                "-Q",
+            celery_worker_command(
                 self.queues,
-                "--pool",
-                self.pool,
-                "--concurrency",
-                str(self.concurrency),
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-                "-n",
-                f"{self.name}-{os.getpid()}@%h",
-            ],
+                name=f"{self.name}-{os.getpid()}@%h",
+                pool=self.pool,
+                concurrency=self.concurrency,
+            ),
             env=self.env,
             stdout=log_path.open("w"),
             stderr=subprocess.STDOUT,

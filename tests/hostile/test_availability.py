@@ -13,22 +13,13 @@ from django.test import Client as DjangoClient
 from apps.accounts.models import User
 from apps.jobs.availability import PRESENCE_PREFIX
 from apps.jobs.models import Job
+from bench.processes import wait_until
 from tests.conftest import ESMFOLD_JOB, free_port
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 AF2_JOB = {"model": "alphafold2", "sequence": "MKTVRQERLKSIVRILERSKEPVSGAQLAEELSVSRQVIVQDIAYLRSLGY"}
 VINA_PARAMS = {"ligand_smiles": "CCO", "protein_pdb": "ATOM"}
-
-
-def wait_for(predicate, timeout: float, message):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(message() if callable(message) else message)
 
 
 def availability(client) -> dict[str, bool]:
@@ -58,10 +49,11 @@ def test_models_without_weights_are_unavailable_and_refused_without_charge(
     )
     esmfold = start_worker(queues="esmfold", PHONOS_ESMFOLD_WEIGHTS=str(tiny_esmfold))
 
-    wait_for(
+    wait_until(
         lambda: availability(client)["esmfold"],
+        lambda: f"esmfold to become available:\n{esmfold.log()[-3000:]}",
         timeout=90,
-        message=lambda: f"esmfold never became available:\n{esmfold.log()[-3000:]}",
+        interval=0.3,
     )
     assert availability(client) == {
         "esmfold": True,
@@ -111,10 +103,11 @@ def test_models_without_weights_are_unavailable_and_refused_without_charge(
     settings.PHONOS_REQUIRE_AVAILABLE_WORKER = False
     queued = client.post("/v1/predict", AF2_JOB).json()
     started = time.monotonic()
-    job = wait_for(
+    job = wait_until(
         lambda: Job.objects.filter(id=queued["job_id"], status__in=Job.TERMINAL).first(),
+        lambda: f"the AlphaFold2 job to fail:\n{broken.log()[-3000:]}",
         timeout=60,
-        message=lambda: f"the AlphaFold2 job did not fail within 60 s:\n{broken.log()[-3000:]}",
+        interval=0.3,
     )
     failed_after = time.monotonic() - started
     assert job.status == Job.Status.FAILED
@@ -126,16 +119,18 @@ def test_models_without_weights_are_unavailable_and_refused_without_charge(
     key = next(key for key, value in presences().items() if "esmfold" in value["models"])
     esmfold.kill_hard()
     killed = time.monotonic()
-    wait_for(
+    wait_until(
         lambda: key not in presences(),
+        "the killed worker's presence to expire (its TTL)",
         timeout=settings.PHONOS_WORKER_PRESENCE_TTL_SECONDS + 2,
-        message="the killed worker's presence outlived its TTL",
+        interval=0.3,
     )
     expired_after = time.monotonic() - killed
-    wait_for(
+    wait_until(
         lambda: not availability(client)["esmfold"],
+        "esmfold to be reported unavailable",
         timeout=settings.PHONOS_AVAILABILITY_CACHE_SECONDS + 5,
-        message="esmfold still reported available",
+        interval=0.3,
     )
     print(f"presence of a SIGKILLed worker expired after {expired_after:.1f} s")
 
@@ -147,7 +142,7 @@ def test_system_status_is_for_staff_only(make_client, start_worker, live_server)
         username="ops", password="unused-password-1", account=operator.account, is_staff=True
     )
     start_worker(queues="light")
-    wait_for(lambda: presences(), timeout=30, message="the light worker never reported itself")
+    wait_until(presences, "the light worker to report itself", timeout=30, interval=0.3)
     Job.objects.create(
         account=tenant.account, model="esmfold", sequence="MKT", cost_credits=0, stage="queued"
     )

@@ -2,13 +2,12 @@
 worker's CPU-time limit, as an OOM kill would). Celery hands it back after each death; after
 PHONOS_JOB_MAX_ATTEMPTS the job fails, refunded once, and the queue moves on."""
 
-import time
-
 import pytest
 from django.conf import settings
 
 from apps.billing.models import LedgerEntry
 from apps.jobs.models import Job
+from bench.processes import wait_until
 from tests.conftest import ESMFOLD_JOB
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -23,16 +22,6 @@ POISON_JOB = {
     "name": "poison",
     "params": {"num_recycles": 24, "chunk_size": None},
 }
-
-
-def wait_for(predicate, timeout: float, message: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(message)
 
 
 def test_a_job_that_kills_its_worker_fails_after_max_attempts_and_the_queue_moves_on(
@@ -51,17 +40,19 @@ def test_a_job_that_kills_its_worker_fails_after_max_attempts_and_the_queue_move
     cost = poison["credits_used"]
 
     attempts = settings.PHONOS_JOB_MAX_ATTEMPTS
-    job = wait_for(
+    job = wait_until(
         lambda: Job.objects.filter(id=poison["job_id"], status__in=Job.TERMINAL).first(),
+        lambda: f"the poison job to finish:\n{worker.log()[-5000:]}",
         timeout=240 * attempts,
-        message=f"the poison job never finished:\n{worker.log()[-5000:]}",
+        interval=0.3,
     )
     # A message handed back after a death goes behind the waiting ones: the next job may run
     # between two attempts of the poison one. Either way it completes.
-    after = wait_for(
+    after = wait_until(
         lambda: Job.objects.filter(id=following["job_id"], status__in=Job.TERMINAL).first(),
+        lambda: f"the job after the poison to finish:\n{worker.log()[-5000:]}",
         timeout=120,
-        message=f"the job after the poison never finished:\n{worker.log()[-5000:]}",
+        interval=0.3,
     )
     assert after.status == Job.Status.COMPLETED, after.error
     assert job.status == Job.Status.FAILED

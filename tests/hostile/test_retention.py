@@ -10,7 +10,6 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import boto3
 import pytest
 import requests
 from django.core.management import call_command
@@ -26,7 +25,7 @@ from apps.jobs.storage import get_storage
 from apps.usage.models import UsageCounter
 from apps.usage.services import usage_fold
 from apps.webhooks.models import Webhook, WebhookAttempt, WebhookDelivery
-from tests.conftest import ESMFOLD_JOB, S3_ACCESS_KEY, S3_SECRET_KEY
+from tests.conftest import ESMFOLD_JOB, s3_client
 from tests.hostile.test_bounds import _webhook
 from tests.workers.fake_diffdock import fake_diffdock
 from tests.workers.test_docking import LIGAND, PROTEIN_PDB, wait_for_status
@@ -154,13 +153,7 @@ def test_usage_answers_at_most_90_days(alice):
 
 
 def _s3_keys(s3_storage: dict, prefix: str) -> list[str]:
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_storage["PHONOS_S3_ENDPOINT_URL"],
-        aws_access_key_id=S3_ACCESS_KEY,
-        aws_secret_access_key=S3_SECRET_KEY,
-        region_name="us-east-1",
-    )
+    s3 = s3_client(s3_storage["PHONOS_S3_ENDPOINT_URL"])
     listing = s3.list_objects_v2(
         Bucket=s3_storage["PHONOS_S3_BUCKET"], Prefix=get_storage().prefix + prefix
     )

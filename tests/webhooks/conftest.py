@@ -1,6 +1,5 @@
 import json
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from bench.processes import wait_until
 from phonos.celery import app as celery_app
 from tests.conftest import ESMFOLD_JOB, Client, WorkerProcess
 
@@ -78,17 +78,6 @@ class Receiver:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 20, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
-        time.sleep(interval)
 
 
 def queue_drained(queue: str = "light") -> None:

@@ -1,4 +1,14 @@
-"""A runner's progress callback that records what it was told, for the runner tests."""
+"""What the runner tests share: a progress callback that records what it was told, and a
+result's file by name."""
+
+from pathlib import Path
+
+from workers.runners import RunResult
+
+
+def file_named(result: RunResult, name: str) -> Path:
+    (path,) = [item.path for item in result.files if item.name == name]
+    return path
 
 
 class ProgressLog:

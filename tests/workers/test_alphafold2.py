@@ -25,7 +25,7 @@ from tests.optional import require_module
 
 require_module("colabfold", hint="pip install -e '.[alphafold2]'")
 
-from tests.workers.progress import ProgressLog  # noqa: E402
+from tests.workers.progress import ProgressLog, file_named  # noqa: E402
 from workers.af2_checkpoints import MONOMER, write_tiny_colabfold_params  # noqa: E402
 from workers.runners import JobInputs, RunnerError, RunResult, get_runner  # noqa: E402
 from workers.runners.alphafold2 import DATA_DIR_SETTING, AlphaFold2Runner  # noqa: E402
@@ -254,11 +254,6 @@ def single_sequence_run(
         progress=progress,
     )
     return result, progress
-
-
-def file_named(result: RunResult, name: str) -> Path:
-    (path,) = [item.path for item in result.files if item.name == name]
-    return path
 
 
 def ca_atoms(pdb_path: Path) -> tuple[str, list[float]]:

@@ -7,27 +7,19 @@ One runner is shared by the module: the network compiles once for the one comple
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import gemmi
 import pytest
 
 from apps.jobs.models import Job
+from tests.workers.progress import ProgressLog, file_named
 from workers.af2_checkpoints import MULTIMER, write_tiny_colabfold_params
 from workers.runners import JobInputs, RunResult
 from workers.runners.alphafold2 import AlphaFold2Runner
 
 CHAIN_A = "MKTAYIAKQRQIS"
 CHAIN_B = "FVKSHFSRQLEE"
-
-
-class Progress:
-    def __init__(self) -> None:
-        self.stages: list[str] = []
-
-    def __call__(self, stage: str, fraction: float | None) -> None:
-        self.stages.append(stage)
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +39,8 @@ def complex_run(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
             },
         ),
         workdir=tmp_path_factory.mktemp("complex"),
-        progress=Progress(),
+        progress=ProgressLog(),
     )
-
-
-def file_named(result: RunResult, name: str) -> Path:
-    (path,) = [item.path for item in result.files if item.name == name]
-    return path
 
 
 @pytest.mark.slow

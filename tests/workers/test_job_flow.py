@@ -7,14 +7,13 @@ import threading
 import time
 import zipfile
 
-import boto3
 import gemmi
 import pytest
 import requests
 
 from apps.billing.models import LedgerEntry
 from apps.jobs.models import Job
-from tests.conftest import ESMFOLD_JOB, S3_ACCESS_KEY, S3_SECRET_KEY
+from tests.conftest import ESMFOLD_JOB, s3_client
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -95,13 +94,7 @@ def test_an_esmfold_job_runs_end_to_end(alice, charlie, start_worker, s3_storage
     from_cif = gemmi.make_structure_from_block(gemmi.cif.read_string(cif.text).sole_block())
     assert from_cif[0].count_atom_sites() == structure[0].count_atom_sites()
 
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_storage["PHONOS_S3_ENDPOINT_URL"],
-        aws_access_key_id=S3_ACCESS_KEY,
-        aws_secret_access_key=S3_SECRET_KEY,
-        region_name="us-east-1",
-    )
+    s3 = s3_client(s3_storage["PHONOS_S3_ENDPOINT_URL"])
     stored = s3.list_objects_v2(Bucket=s3_storage["PHONOS_S3_BUCKET"])["Contents"]
     assert {item["Key"].rsplit("/", 1)[1] for item in stored} == {
         "confidence.json",
@@ -181,13 +174,7 @@ def test_cancelling_a_running_job_stops_it_and_the_worker_carries_on(
     assert wait_for_status(alice, next_id, {"completed", "failed"})["status"] == "completed"
     assert alice.get(f"/v1/jobs/{job_id}").json()["status"] == "cancelled"
     assert f"run_job[{job_id}]" in worker.log()
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=s3_storage["PHONOS_S3_ENDPOINT_URL"],
-        aws_access_key_id=S3_ACCESS_KEY,
-        aws_secret_access_key=S3_SECRET_KEY,
-        region_name="us-east-1",
-    )
+    s3 = s3_client(s3_storage["PHONOS_S3_ENDPOINT_URL"])
     keys = [
         item["Key"]
         for item in s3.list_objects_v2(Bucket=s3_storage["PHONOS_S3_BUCKET"]).get("Contents", [])

@@ -1,15 +1,14 @@
-import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from apps.accounts.management.actions import ActionCommand
 from apps.accounts.selectors import account_get, account_get_by_verified_email
 from apps.accounts.services import api_key_create
 from apps.billing.services import account_open, credits_grant
-from apps.common.exceptions import ApplicationError
 
 
-class Command(BaseCommand):
+class Command(ActionCommand):
     help = "Create accounts and grant them credits. Prints JSON."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -27,13 +26,6 @@ class Command(BaseCommand):
         )
         grant.add_argument("--credits", type=int, required=True)
         grant.add_argument("--reason", default="Operator grant")
-
-    def handle(self, *args: Any, action: str, **options: Any) -> None:
-        try:
-            result = getattr(self, f"_{action}")(**options)
-        except ApplicationError as error:
-            raise CommandError(error.message) from None
-        self.stdout.write(json.dumps(result, indent=2))
 
     def _create(
         self, *, email: str, username: str | None, credits: int, key_name: str, **_: Any

@@ -1,15 +1,14 @@
-import json
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from apps.accounts.management.actions import ActionCommand
 from apps.accounts.models import ApiKey
 from apps.accounts.selectors import account_get
 from apps.accounts.services import api_key_create, api_key_revoke
-from apps.common.exceptions import ApplicationError
 
 
-class Command(BaseCommand):
+class Command(ActionCommand):
     help = "Create or revoke API keys. Prints JSON; a new key is shown only here, once."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -20,13 +19,6 @@ class Command(BaseCommand):
         create.add_argument("--rate-limit", type=int, dest="rate_limit")
         revoke = actions.add_parser("revoke")
         revoke.add_argument("--prefix", required=True, help="The key's display prefix (pk_...)")
-
-    def handle(self, *args: Any, action: str, **options: Any) -> None:
-        try:
-            result = getattr(self, f"_{action}")(**options)
-        except ApplicationError as error:
-            raise CommandError(error.message) from None
-        self.stdout.write(json.dumps(result, indent=2))
 
     def _create(
         self, *, account_id: int, name: str, rate_limit: int | None, **_: Any

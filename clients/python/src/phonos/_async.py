@@ -18,7 +18,7 @@ from phonos._client import (
     filename_from,
     write_file,
 )
-from phonos.errors import ConnectionError, JobFailedError
+from phonos.errors import JobFailedError
 from phonos.models import TERMINAL_STATUSES, Account, BatchResult, Job, Model, Usage
 
 
@@ -56,29 +56,14 @@ class AsyncClient:
         while True:
             attempt += 1
             try:
-                response = await self._http.request(
-                    call.method,
-                    call.path,
-                    params=call.params,
-                    json=call.json,
-                    headers=call.request_headers(),
-                )
+                response = await self._http.request(**call.request_arguments())
             except httpx.TransportError as exc:
-                if not call.retryable or attempt > self.max_retries:
-                    raise ConnectionError(f"{call.method} {call.path}: {exc}") from exc
-                await asyncio.sleep(calls.retry_delay(attempt, None))
+                delay = calls.connection_failure_delay(call, exc, attempt, self.max_retries)
+                await asyncio.sleep(delay)
                 continue
             if response.is_success:
                 return response
-            await asyncio.sleep(
-                calls.failure_delay(
-                    response.status_code,
-                    response.headers,
-                    response.content,
-                    attempt,
-                    self.max_retries,
-                )
-            )
+            await asyncio.sleep(calls.failure_delay(response, attempt, self.max_retries))
 
     async def _run(self, call: calls.Call) -> Any:
         return call.read((await self._send(call)).json(), self)

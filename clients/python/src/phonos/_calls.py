@@ -11,9 +11,9 @@ import random
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from phonos.errors import PhonosError, error_for
+from phonos.errors import ConnectionError, PhonosError, error_for
 from phonos.models import Account as AccountOverview
 from phonos.models import BatchResult, Delivery, Job, Model, Usage, Webhook
 
@@ -47,6 +47,16 @@ class Call:
             headers["Idempotency-Key"] = self.idempotency_key
         return headers
 
+    def request_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of `httpx`'s `request` and `build_request` for this call."""
+        return {
+            "method": self.method,
+            "url": self.path,
+            "params": self.params,
+            "json": self.json,
+            "headers": self.request_headers(),
+        }
+
 
 def resolve_config(api_key: str | None, base_url: str | None) -> tuple[str, str]:
     key = api_key or os.environ.get("PHONOS_API_KEY", "")
@@ -67,16 +77,34 @@ def http_options(api_key: str | None, base_url: str | None, timeout: float) -> d
     }
 
 
-def failure_delay(
-    status: int, headers: Mapping[str, str], content: bytes, attempt: int, max_retries: int
-) -> float:
+class Answer(Protocol):
+    """What the retry policy reads of an HTTP answer (an `httpx.Response`)."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content(self) -> bytes: ...
+
+
+def failure_delay(answer: Answer, attempt: int, max_retries: int) -> float:
     """Seconds before retrying an unsuccessful answer; raises its error when it is not to be
     retried (a status that is not transient, or no retries left)."""
-    retry_after = parse_retry_after(headers.get("Retry-After"))
-    error = error_from(status, content, retry_after)
+    status = answer.status_code
+    retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+    error = error_from(status, answer.content, retry_after)
     if status not in RETRY_STATUSES or attempt > max_retries:
         raise error
     return retry_delay(attempt, retry_after)
+
+
+def connection_failure_delay(call: Call, error: Exception, attempt: int, max_retries: int) -> float:
+    """Seconds before retrying a call that got no answer; raises `ConnectionError` when it is
+    not to be retried (not idempotent, or no retries left)."""
+    if not call.retryable or attempt > max_retries:
+        raise ConnectionError(f"{call.method} {call.path}: {error}") from error
+    return retry_delay(attempt, None)
 
 
 def retry_delay(attempt: int, retry_after: float | None) -> float:

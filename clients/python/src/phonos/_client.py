@@ -12,7 +12,6 @@ import httpx
 from phonos import _calls as calls
 from phonos._progress import JobProgress
 from phonos.errors import (
-    ConnectionError,
     JobFailedError,
     NotFoundError,
     PhonosError,
@@ -88,33 +87,19 @@ class Client:
         while True:
             attempt += 1
             request = self._http.build_request(
-                call.method,
-                call.path,
-                params=call.params,
-                json=call.json,
-                headers=call.request_headers(),
+                **call.request_arguments(),
                 timeout=call.timeout if call.timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
             try:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                if not call.retryable or attempt > self.max_retries:
-                    raise ConnectionError(f"{call.method} {call.path}: {exc}") from exc
-                time.sleep(calls.retry_delay(attempt, None))
+                time.sleep(calls.connection_failure_delay(call, exc, attempt, self.max_retries))
                 continue
             if response.is_success:
                 return response
             if stream:
                 response.read()
-            time.sleep(
-                calls.failure_delay(
-                    response.status_code,
-                    response.headers,
-                    response.content,
-                    attempt,
-                    self.max_retries,
-                )
-            )
+            time.sleep(calls.failure_delay(response, attempt, self.max_retries))
 
     def _run(self, call: calls.Call) -> Any:
         return call.read(self._send(call).json(), self)
