@@ -5,7 +5,7 @@ from django.test import Client
 
 from apps.jobs.catalog import submission_clean
 from apps.jobs.services import job_submit
-from tests.dashboard.test_pages import RECEPTOR_PDB
+from tests.conftest import GLYCINE_PDB
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def test_a_docking_jobs_input_is_labelled_a_ligand(make_user):
         account=user.account,
         api_key=None,
         submission=submission_clean(
-            {"model": "vina", "sequence": "CCO", "params": {"protein_pdb": RECEPTOR_PDB}}
+            {"model": "vina", "sequence": "CCO", "params": {"protein_pdb": GLYCINE_PDB}}
         ),
     )
     assert "<h3>Sequence <small" in client.get(f"/dashboard/jobs/{fold.id}/").text
