@@ -20,7 +20,7 @@ from apps.accounts.models import Account, ApiKey
 from apps.billing.services import credits_debit_for_job, credits_refund_for_job
 from apps.common.exceptions import ApplicationError, Conflict, InvalidInput, TooManyRequests
 from apps.common.metrics import job_finished_observe
-from apps.common.queues import task_publish
+from apps.common.queues import broker_unacked, broker_unacked_forget, task_publish
 from apps.common.request_context import request_id_current
 from apps.jobs.availability import models_available_require
 from apps.jobs.catalog import CleanedPipeline, CleanedSubmission, submission_clean
@@ -598,6 +598,13 @@ def job_heartbeat(*, job_id: uuid.UUID | str) -> bool:
     )
 
 
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class SweepReport:
     republished: list[str]
@@ -607,8 +614,9 @@ class SweepReport:
 def job_sweep() -> SweepReport:
     """Hand lost jobs to a worker again.
 
-    Pending jobs whose publication failed (broker down at submit) or whose message seems lost,
-    and running jobs whose worker stopped sending heartbeats, are published again; a job that
+    Pending jobs whose publication failed (broker down at submit), whose message a dead worker
+    took (held unacknowledged in the broker past PHONOS_STALE_AFTER_SECONDS) or whose message
+    seems lost, and running jobs whose worker stopped sending heartbeats, are published again; a job that
     has used up its attempts fails and is refunded. Running a job twice is harmless: the worker
     claims it by compare-and-set and writes the same output keys.
     """
@@ -628,7 +636,24 @@ def job_sweep() -> SweepReport:
     stale = Job.objects.filter(
         status=Job.Status.RUNNING, heartbeat_at__lt=stale_before, cached_from__isnull=True
     )
+    # Published and taken by a worker that died before the job started: the message waits in
+    # the broker for its visibility timeout (hours). A live worker starts what it takes at once.
+    held = broker_unacked(older_than_seconds=settings.PHONOS_STALE_AFTER_SECONDS)
+    held_jobs = {_uuid_or_none(task_id): tag for task_id, tag in held.items()}
+    held_jobs.pop(None, None)
+    taken_and_lost = list(
+        Job.objects.filter(
+            id__in=list(held_jobs),
+            status=Job.Status.PENDING,
+            enqueued_at__lt=stale_before,
+            cached_from__isnull=True,
+        ).exclude(stage=WAITING_FOR_DEPENDENCY)
+    )
     republished, failed = [], []
+    for job in taken_and_lost:
+        if job_enqueue(job_id=job.id, model=job.model):
+            broker_unacked_forget(held_jobs[job.id])
+            republished.append(str(job.id))
     for job in list(unpublished) + list(stale):
         if job.status == Job.Status.RUNNING and job.attempts >= settings.PHONOS_JOB_MAX_ATTEMPTS:
             if job_fail(

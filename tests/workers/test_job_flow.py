@@ -3,6 +3,8 @@ ESMFold code (tiny random checkpoint) → S3 (SeaweedFS) → results over HTTP."
 
 import io
 import json
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -156,6 +158,58 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(
         ).status_code
         == 200
     )
+
+
+# A worker's consumer that takes one message off the queue, as Celery's does (unacknowledged:
+# the tasks are acks_late), and dies before anything runs it: no clean-up, no ack, no restore.
+TAKE_ONE_AND_DIE = """
+import os, sys
+from kombu import Connection
+connection = Connection(sys.argv[1])
+message = connection.SimpleQueue(sys.argv[2]).get(block=True, timeout=30)
+print(message.headers["id"], flush=True)
+os._exit(0)
+"""
+
+
+def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_handed_on(
+    alice, start_worker, s3_storage, tiny_esmfold, settings
+):
+    from django.conf import settings as django_settings
+    from redis import Redis
+
+    from apps.jobs.services import job_sweep
+
+    job_id = alice.post("/v1/predict", ESMFOLD_JOB).json()["job_id"]
+    deadline = time.monotonic() + 10
+    while Job.objects.get(id=job_id).enqueued_at is None:
+        assert time.monotonic() < deadline, "the job was never published"
+        time.sleep(0.05)
+    taken = subprocess.run(
+        [sys.executable, "-c", TAKE_ONE_AND_DIE, django_settings.CELERY_BROKER_URL, "esmfold"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert taken.returncode == 0, taken.stderr
+    assert taken.stdout.strip() == job_id
+    broker = Redis.from_url(django_settings.CELERY_BROKER_URL)
+    assert broker.llen("esmfold") == 0 and broker.hlen("unacked") == 1
+
+    # Not yet: a live worker may still be about to start it.
+    settings.PHONOS_STALE_AFTER_SECONDS = 2
+    assert job_id not in job_sweep().republished
+    time.sleep(2.2)
+    assert job_sweep().republished == [job_id]
+    assert broker.hlen("unacked") == 0 and broker.llen("esmfold") == 1
+    assert job_sweep().republished == []  # published once, not at every pass
+
+    start_worker(queues="esmfold", PHONOS_ESMFOLD_WEIGHTS=str(tiny_esmfold), **s3_storage)
+    job = wait_for_status(alice, job_id, {"completed", "failed"})
+    assert job["status"] == "completed", job
+    assert Job.objects.get(id=job_id).attempts == 1
+    assert LedgerEntry.objects.filter(job_id=job_id).count() == 1  # one debit, no refund
+    assert alice.balance() == 990
 
 
 def test_cancelling_a_running_job_stops_it_and_the_worker_carries_on(
