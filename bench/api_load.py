@@ -21,7 +21,7 @@ there was during the run, in cores.
 The configuration (gunicorn gthread 2 x 4, wrk with 8 connections, a new one per request) and
 the reasons for it are in docs/benchmarks.md.
 
-    bench/api_load                      # 3 rounds x 4 scenarios x (2 s warm-up + 10 s)
+    bench/api_load                      # 3 rounds x 6 scenarios x (2 s warm-up + 10 s)
     bench/api_load --rounds 1 --duration 5 --json /tmp/api_load.json
 """
 
@@ -95,6 +95,7 @@ class Scenario:
     body: str = ""
     authenticated: bool = True
     reader: bool = False  # authenticates as the reading tenant
+    cache_control: str = ""  # sent as Cache-Control when set
 
 
 @dataclass
@@ -348,6 +349,7 @@ def wrk(server: Server, scenario: Scenario, api_key: str, seconds: int, args):
         "BENCH_METHOD": scenario.method,
         "BENCH_API_KEY": api_key if scenario.authenticated else "",
         "BENCH_BODY": scenario.body,
+        "BENCH_CACHE_CONTROL": scenario.cache_control,
     }
     command = [
         "wrk",
@@ -594,6 +596,16 @@ def main() -> int:
                 reader=True,
             ),
             Scenario("POST /v1/predict", "full", "POST", "/v1/predict", body=PREDICT_BODY),
+            # The same body with `Cache-Control: no-cache`: every request queues a job of its
+            # own and publishes it to Celery, where the one above rides on the first job's run.
+            Scenario(
+                "POST /v1/predict (no-cache)",
+                "full",
+                "POST",
+                "/v1/predict",
+                body=PREDICT_BODY,
+                cache_control="no-cache",
+            ),
         ]
         for round_number in range(1, args.rounds + 1):
             for scenario in scenarios:

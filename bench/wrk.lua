@@ -1,5 +1,6 @@
 -- wrk script for bench/api_load. The request comes from the environment:
 --   BENCH_METHOD (default GET), BENCH_API_KEY (sent as a Bearer token), BENCH_BODY (JSON),
+--   BENCH_CACHE_CONTROL (sent as Cache-Control when set),
 --   BENCH_CONNECTION_CLOSE=1 (a new connection for every request).
 -- At the end it prints one line, "BENCH_RESULT {json}", with latencies in microseconds.
 
@@ -14,6 +15,11 @@ local body = os.getenv("BENCH_BODY") or ""
 if body ~= "" then
   wrk.body = body
   wrk.headers["Content-Type"] = "application/json"
+end
+
+local cache_control = os.getenv("BENCH_CACHE_CONTROL") or ""
+if cache_control ~= "" then
+  wrk.headers["Cache-Control"] = cache_control
 end
 
 if os.getenv("BENCH_CONNECTION_CLOSE") == "1" then

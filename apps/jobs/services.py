@@ -12,8 +12,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db import connection, transaction
+from django.db.models import Field, Q, QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import Account, ApiKey
@@ -22,17 +22,16 @@ from apps.common.exceptions import ApplicationError, Conflict, InvalidInput, Too
 from apps.common.metrics import job_finished_observe
 from apps.common.queues import broker_unacked, broker_unacked_forget, task_publish
 from apps.common.request_context import request_id_current
+from apps.common.sql import row_insert
 from apps.jobs.availability import models_available_require
 from apps.jobs.catalog import CleanedPipeline, CleanedSubmission, submission_clean
 from apps.jobs.job_keys import job_key
 from apps.jobs.models import Job, JobEvent
 from apps.jobs.registry import MODELS
 from apps.jobs.selectors import (
-    active_job_count,
     job_get,
     job_output_prefix,
     protein_job_get,
-    queued_job_count,
 )
 from apps.jobs.streams import job_event_announce
 from apps.webhooks.services import RequestWebhook, webhook_event_emit
@@ -80,15 +79,30 @@ def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
         time_limit=time_limit + settings.PHONOS_HARD_LIMIT_GRACE_SECONDS,
     ):
         return False
-    Job.objects.filter(id=job_id, status=Job.Status.PENDING).update(enqueued_at=timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(_ENQUEUED_SQL, [timezone.now(), job_id, Job.Status.PENDING.value])
     return True
+
+
+_ENQUEUED_SQL = "UPDATE jobs_job SET enqueued_at = %s WHERE id = %s AND status = %s"
+_PENDING_COUNT_SQL = "SELECT COUNT(*) FROM jobs_job WHERE status = %s"
+_ACTIVE_COUNT_SQL = "SELECT COUNT(*) FROM jobs_job WHERE account_id = %s AND status IN (%s, %s)"
+_ACCOUNT_LOCK_SQL = "SELECT id FROM accounts_account WHERE id = %s FOR UPDATE"
+
+
+def _count(statement: str, parameters: list[Any]) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, parameters)
+        row = cursor.fetchone()
+    return int(row[0])
 
 
 WAITING_FOR_DEPENDENCY = "waiting_for_dependency"
 
 
 def _queue_capacity_check(*, new_jobs: int) -> None:
-    if queued_job_count() + new_jobs > settings.PHONOS_QUEUE_CAPACITY:
+    pending = _count(_PENDING_COUNT_SQL, [Job.Status.PENDING.value])
+    if pending + new_jobs > settings.PHONOS_QUEUE_CAPACITY:
         raise TooManyRequests(
             "The job queue is at capacity; please retry in a few minutes",
             error="Queue full",
@@ -119,7 +133,7 @@ def _job_create(
             account_id=account.id, job_id=job_id, cost=cost, model=submission.spec.id
         )
     limit = account.active_job_limit
-    if active and active_job_count(account_id=account.id) >= limit:
+    if active and _count(_ACTIVE_COUNT_SQL, [account.id, *Job.ACTIVE]) >= limit:
         raise TooManyRequests(
             f"This account already has {limit} active jobs, the most it may have at once; "
             "wait for some to finish",
@@ -127,7 +141,7 @@ def _job_create(
             reason="active_jobs",
             retry_after=30,
         )
-    job = Job.objects.create(
+    job = Job(
         id=job_id,
         account=account,
         api_key=api_key,
@@ -144,7 +158,10 @@ def _job_create(
         job_key=key,
         **fields,
     )
-    job_event_record(job_id=job.id, status=job.status, stage=job.stage)
+    # Hand-written INSERTs (apps.common.sql): compiling them was a good part of a submission.
+    row_insert(job)
+    row_insert(JobEvent(job_id=job.id, status=job.status, stage=job.stage, progress=None))
+    transaction.on_commit(functools.partial(job_event_announce, job_id=job.id))
     return job
 
 
@@ -214,12 +231,73 @@ def _submissions_serialize(*, key: str, account: Account) -> None:
     the job the one before created, so ten at once make one run. Within an account the row
     lock on the account does it (the debit takes it anyway); shared results need a lock on
     the key itself."""
-    Account.objects.select_for_update().filter(id=account.id).values_list("id").first()
-    if settings.PHONOS_SHARED_RESULT_CACHE:
-        from django.db import connection
-
-        with connection.cursor() as cursor:
+    with connection.cursor() as cursor:
+        cursor.execute(_ACCOUNT_LOCK_SQL, [account.id])
+        if settings.PHONOS_SHARED_RESULT_CACHE:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(key[:15], 16)])
+
+
+_SOURCE_COLUMNS = ("id", "outputs_of_id", "output_file", "result_summary", "metadata", "weights")
+# reusable_job_find and _flight_leader_find in one statement: (1, the stored result) and/or
+# (2, the leader in flight), the same conditions and order as those two querysets.
+_KEY_LOOKUP_SQL = """
+(SELECT 1, {columns} FROM jobs_job WHERE {scope} job_key = %s AND status = %s
+    AND deleted_at IS NULL AND output_file <> '' ORDER BY finished_at DESC LIMIT 1)
+UNION ALL
+(SELECT 2, {columns} FROM jobs_job WHERE {scope} job_key = %s AND status IN (%s, %s)
+    AND cached_from_id IS NULL AND deleted_at IS NULL AND stage <> %s
+    ORDER BY created_at LIMIT 1)
+"""
+
+
+@dataclass(frozen=True)
+class _KeyMatches:
+    source: Job | None  # the newest completed job with the key (reusable_job_find)
+    leader_id: uuid.UUID | None  # the job in flight with the key (_flight_leader_find)
+
+
+def _job_field(name: str) -> Field[Any, Any]:
+    field = Job._meta.get_field(name)
+    assert isinstance(field, Field)
+    return field
+
+
+def _key_matches_find(*, key: str, account_id: int) -> _KeyMatches:
+    shared = settings.PHONOS_SHARED_RESULT_CACHE
+    statement = _KEY_LOOKUP_SQL.format(
+        columns=", ".join(str(_job_field(name).column) for name in _SOURCE_COLUMNS),
+        scope="" if shared else "account_id = %s AND",
+    )
+    scope = [] if shared else [account_id]
+    parameters: list[Any] = [
+        *scope,
+        key,
+        Job.Status.COMPLETED.value,
+        *scope,
+        key,
+        *Job.ACTIVE,
+        WAITING_FOR_DEPENDENCY,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(statement, parameters)
+        rows = cursor.fetchall()
+    source = leader_id = None
+    for row in rows:
+        if row[0] == 2:
+            leader_id = row[1]
+            continue
+        values = {}
+        for name, value in zip(_SOURCE_COLUMNS, row[1:], strict=True):
+            field = _job_field(name)
+            converters = connection.ops.get_db_converters(field.get_col(Job._meta.db_table))
+            for converter in converters:
+                value = converter(value, field, connection)
+            from_db = getattr(field, "from_db_value", None)
+            values[name] = from_db(value, None, connection) if from_db else value
+        source = Job(**values)
+        source._state.adding = False
+        source._state.db = "default"
+    return _KeyMatches(source=source, leader_id=leader_id)
 
 
 def _cached_job_create(
@@ -279,7 +357,8 @@ def job_submit(
     cache = use_cache and submission.use_cache
     if cache:
         _submissions_serialize(key=key, account=account)
-        source = reusable_job_find(key=key, account_id=account.id)
+        matches = _key_matches_find(key=key, account_id=account.id)
+        source = matches.source
         if source is not None:
             # A stored result needs no worker: it is served even while none is up.
             return _cached_job_create(
@@ -287,8 +366,8 @@ def job_submit(
             )
     models_available_require({submission.spec.id})
     if cache:
-        leader = _flight_leader_find(key=key, account_id=account.id)
-        if leader is not None:
+        leader_id = matches.leader_id
+        if leader_id is not None:
             # Charged in full like any job: should the leader be cancelled, this one runs.
             # Completed from the leader's run, it is refunded down to the reuse price.
             _queue_capacity_check(new_jobs=1)
@@ -299,8 +378,8 @@ def job_submit(
                 job_id=uuid.uuid4(),
                 key=key,
                 cached=True,
-                cached_from=leader,
-                outputs_of=leader,
+                cached_from_id=leader_id,
+                outputs_of_id=leader_id,
             )
     _queue_capacity_check(new_jobs=1)
     job = _job_create(
