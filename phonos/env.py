@@ -106,7 +106,7 @@ def database_from_url(url: str) -> dict[str, Any]:
                 f"DATABASE_URL has a malformed query string: {parsed.query!r}"
             ) from None
         return {
-            "ENGINE": "django.db.backends.postgresql",
+            "ENGINE": "phonos.postgresql",
             "NAME": unquote(name),
             "USER": unquote(parsed.username or ""),
             "PASSWORD": unquote(parsed.password or ""),

@@ -192,10 +192,18 @@ def job_finished_observe(*, job: FinishedJob) -> None:
     transaction.on_commit(lambda: _record(increments))
 
 
+@lru_cache(maxsize=64)
+def _credits_field(model: str) -> str:
+    return _field("phonos_credits_debited_total", {"model": model})
+
+
 def credits_debited_observe(*, model: str, amount: int) -> None:
-    """Count a job's charge once the transaction that debits it commits."""
-    increments = [(_field("phonos_credits_debited_total", {"model": model}), amount)]
-    transaction.on_commit(lambda: _record(increments))
+    """Count a job's charge once the transaction that debits it commits: buffered like the
+    request metrics (a submission makes no round trip of its own for it)."""
+    if not settings.REDIS_URL:
+        return
+    increments = {(METRICS_KEY, _credits_field(model)): amount}
+    transaction.on_commit(lambda: counters_add(increments))
 
 
 def webhook_delivery_observe(*, succeeded: bool) -> None:

@@ -26,17 +26,24 @@ WINDOW_MS = 60_000
 # Also returns the credentials version (apps.accounts.key_cache), so a process learns of a
 # revocation in the round trip it makes anyway, and applies the counters this process buffered
 # (apps.common.counters: usage, request metrics) in the same call: KEYS[3...] are their hashes,
-# ARGV[2...] (hash index, field, amount) triples, an amount with a point or exponent a float.
+# ARGV[2] the increments packed in one string, each `<hash index>,<amount>,<field length>:`
+# then the field's bytes (one argument rather than three per increment: redis-py's packing of
+# the arguments was the larger part of the call), an amount with a point or exponent a float.
 _INCREMENT = """
 local current = redis.call('INCR', KEYS[1])
 if current == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
-for i = 2, #ARGV, 3 do
-  local key = KEYS[tonumber(ARGV[i])]
-  if string.find(ARGV[i + 2], '[.eEn]') then
-    redis.call('HINCRBYFLOAT', key, ARGV[i + 1], ARGV[i + 2])
+local packed = ARGV[2] or ''
+local position = 1
+while position <= #packed do
+  local index, amount, length, start = string.match(packed, '^(%d+),([^,]+),(%d+):()', position)
+  local field = string.sub(packed, start, start + tonumber(length) - 1)
+  position = start + tonumber(length)
+  local key = KEYS[tonumber(index)]
+  if string.find(amount, '[.eEn]') then
+    redis.call('HINCRBYFLOAT', key, field, amount)
   else
-    redis.call('HINCRBY', key, ARGV[i + 1], ARGV[i + 2])
+    redis.call('HINCRBY', key, field, amount)
   end
 end
 return {current, ttl, redis.call('GET', KEYS[2])}
@@ -72,16 +79,17 @@ def _increment_script() -> Script:
     return redis_client().register_script(_INCREMENT)
 
 
-def _script_arguments(bucket: str, increments: Increments) -> tuple[list[str], list[str]]:
+def _script_arguments(bucket: str, increments: Increments) -> tuple[list[str], list[bytes]]:
     keys = [bucket, CREDENTIALS_VERSION_KEY]
-    arguments = [str(WINDOW_MS)]
     index: dict[str, int] = {}
+    packed = bytearray()
     for (hash_name, field), amount in increments.items():
         if hash_name not in index:
             keys.append(hash_name)
             index[hash_name] = len(keys)  # Lua counts from 1
-        arguments += (str(index[hash_name]), field, repr(amount))
-    return keys, arguments
+        name = field.encode()
+        packed += b"%d,%s,%d:%s" % (index[hash_name], repr(amount).encode(), len(name), name)
+    return keys, [str(WINDOW_MS).encode(), bytes(packed)]
 
 
 class _LocalWindows:

@@ -7,6 +7,7 @@ columns (JSON decoding; on SQLite datetimes, UUIDs and booleans), so the values 
 `values()` would return. Anything else uses the ORM.
 """
 
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -29,6 +30,10 @@ class Columns:
             self.fields[name] = field
         self._model = model
         self._statements: dict[tuple[str, str], str] = {}
+        # Per connection object (one per thread and alias), forgotten with it.
+        self._converters_by_connection: weakref.WeakKeyDictionary[
+            BaseDatabaseWrapper, list[tuple[int, Any, Any]]
+        ] = weakref.WeakKeyDictionary()
 
     def _column(self, connection: BaseDatabaseWrapper, name: str) -> str:
         quote = connection.ops.quote_name
@@ -70,15 +75,7 @@ class Columns:
             value if name is None else self.field_of(name).get_db_prep_value(value, connection)
             for name, value in parameters
         ]
-        converters = [
-            (index, converter, column)
-            for index, field in enumerate(self.fields.values())
-            for column in (field.get_col(self.table),)
-            for converter in (
-                *connection.ops.get_db_converters(column),
-                *column.get_db_converters(connection),
-            )
-        ]
+        converters = self._converters(connection)
         count = len(self.fields)
         with connection.cursor() as cursor:
             cursor.execute(statement, prepared)
@@ -90,6 +87,23 @@ class Columns:
                 values[index] = converter(values[index], column, connection)
             result.append((dict(zip(self.fields, values, strict=True)), tuple(row[count:])))
         return result
+
+    def _converters(self, connection: BaseDatabaseWrapper) -> list[tuple[int, Any, Any]]:
+        """The converters Django applies to each column, worked out once per connection (they
+        are methods of its `ops` and fields: the same for every query on that connection)."""
+        converters = self._converters_by_connection.get(connection)
+        if converters is None:
+            converters = [
+                (index, converter, column)
+                for index, field in enumerate(self.fields.values())
+                for column in (field.get_col(self.table),)
+                for converter in (
+                    *connection.ops.get_db_converters(column),
+                    *column.get_db_converters(connection),
+                )
+            ]
+            self._converters_by_connection[connection] = converters
+        return converters
 
     def field_of(self, name: str) -> Field[Any, Any]:
         field = self._model._meta.get_field(name)

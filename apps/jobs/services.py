@@ -26,6 +26,7 @@ from apps.common.sql import row_insert
 from apps.jobs.availability import models_available_require
 from apps.jobs.catalog import CleanedPipeline, CleanedSubmission, submission_clean
 from apps.jobs.job_keys import job_key
+from apps.jobs.limits import account_has_room, queue_has_room
 from apps.jobs.models import Job, JobEvent
 from apps.jobs.registry import MODELS
 from apps.jobs.selectors import (
@@ -85,24 +86,14 @@ def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
 
 
 _ENQUEUED_SQL = "UPDATE jobs_job SET enqueued_at = %s WHERE id = %s AND status = %s"
-_PENDING_COUNT_SQL = "SELECT COUNT(*) FROM jobs_job WHERE status = %s"
-_ACTIVE_COUNT_SQL = "SELECT COUNT(*) FROM jobs_job WHERE account_id = %s AND status IN (%s, %s)"
 _ACCOUNT_LOCK_SQL = "SELECT id FROM accounts_account WHERE id = %s FOR UPDATE"
-
-
-def _count(statement: str, parameters: list[Any]) -> int:
-    with connection.cursor() as cursor:
-        cursor.execute(statement, parameters)
-        row = cursor.fetchone()
-    return int(row[0])
 
 
 WAITING_FOR_DEPENDENCY = "waiting_for_dependency"
 
 
 def _queue_capacity_check(*, new_jobs: int) -> None:
-    pending = _count(_PENDING_COUNT_SQL, [Job.Status.PENDING.value])
-    if pending + new_jobs > settings.PHONOS_QUEUE_CAPACITY:
+    if not queue_has_room(capacity=settings.PHONOS_QUEUE_CAPACITY, new_jobs=new_jobs):
         raise TooManyRequests(
             "The job queue is at capacity; please retry in a few minutes",
             error="Queue full",
@@ -127,13 +118,13 @@ def _job_create(
     set the rest (a job served from a cached result is created completed)."""
     cost = submission.cost if cost is None else cost
     # The debit's conditional UPDATE locks the account row until commit, which also makes the
-    # active-job count below exact under concurrent submissions.
+    # active-job count below exact under concurrent submissions near the limit (apps.jobs.limits).
     if cost > 0:
         credits_debit_for_job(
             account_id=account.id, job_id=job_id, cost=cost, model=submission.spec.id
         )
     limit = account.active_job_limit
-    if active and _count(_ACTIVE_COUNT_SQL, [account.id, *Job.ACTIVE]) >= limit:
+    if active and not account_has_room(account_id=account.id, limit=limit):
         raise TooManyRequests(
             f"This account already has {limit} active jobs, the most it may have at once; "
             "wait for some to finish",

@@ -18,6 +18,7 @@ import pytest
 import redis
 import requests
 from django.conf import settings
+from django.db import connection
 from django.db.models import Sum
 from django.test import RequestFactory
 from django.utils import timezone
@@ -83,6 +84,23 @@ def gunicorn(tmp_path) -> Iterator[Gunicorn]:
 
 def _get(url: str, key: str, path: str) -> requests.Response:
     return requests.get(url + path, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def test_requests_after_the_database_dropped_the_servers_connections_are_answered(gunicorn, alice):
+    """The persistent connections' health check (phonos.postgresql) sends no query while the
+    connection is sound, and still replaces one the server closed before a request uses it."""
+    for _ in range(16):  # every worker thread holds a connection open (CONN_MAX_AGE)
+        assert _get(gunicorn.url, alice.key, "/v1/jobs?limit=1").status_code == 200
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+            "current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        assert cursor.fetchall(), "gunicorn held no connection to drop"
+    time.sleep(0.2)
+    for _ in range(16):
+        answer = _get(gunicorn.url, alice.key, "/v1/jobs?limit=1")
+        assert answer.status_code == 200, answer.text
 
 
 def test_a_revoked_key_stops_working_in_every_process_within_the_bound(gunicorn, alice):
@@ -284,3 +302,27 @@ def test_killing_the_api_under_load_loses_at_most_the_buffered_usage_and_no_cred
     window = settings.PHONOS_USAGE_FLUSH_SECONDS + 1  # the flush interval, and a margin
     settled = sum(1 for when, _, _ in answered if when < killed_at - window)
     assert settled <= counted <= sent[0], (settled, counted, sent[0], len(answered))
+
+
+def test_buffered_counters_ride_the_rate_limit_round_trip_with_any_field_name():
+    """The increments go packed in one script argument (apps.common.ratelimit): fields with the
+    separators in them, non-ASCII ones and float amounts arrive as they were buffered."""
+    from apps.common.counters import counters_add, counters_drain
+    from apps.common.ratelimit import rate_limit_hit
+
+    counters_drain()
+    fields = {
+        ("phonos:test:a", 'x,1,2:["odd",[["k","v"]]]'): 3,
+        ("phonos:test:a", "ünïcode:/v1/jobs/{job_id}\n"): 1,
+        ("phonos:test:b", "seconds"): 0.25,
+    }
+    counters_add(fields)
+    counters_add({("phonos:test:b", "seconds"): 0.5})
+    decision = rate_limit_hit(key_id=987_654, limit=10)
+    assert decision.allowed and decision.remaining == 9
+    client = redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    assert client.hgetall("phonos:test:a") == {
+        'x,1,2:["odd",[["k","v"]]]': "3",
+        "ünïcode:/v1/jobs/{job_id}\n": "1",
+    }
+    assert float(client.hget("phonos:test:b", "seconds")) == 0.75
