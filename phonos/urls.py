@@ -36,11 +36,15 @@ handler404 = "apps.common.exception_handler.json_not_found"
 handler500 = "apps.common.exception_handler.json_server_error"
 
 v1: list[URLPattern | URLResolver] = [
+    # First, as Django tries the patterns in order and each miss costs: the GETs clients poll,
+    # answered without DRF's dispatch (apps.common.apis.lean_get), and the submission.
+    path("jobs/<str:job_id>", job_detail_view, name="job-detail"),
+    path("jobs", job_list_view, name="job-list"),
+    path("predict", PredictApi.as_view(), name="predict"),
     path("health", HealthApi.as_view(), name="health"),
     path("health/live", health_live, name="health-live"),
     path("health/ready", health_ready, name="health-ready"),
     path("models", ModelsApi.as_view(), name="models"),
-    path("predict", PredictApi.as_view(), name="predict"),
     path("validate", ValidateApi.as_view(), name="validate"),
     path("cache/check", CacheCheckApi.as_view(), name="cache-check"),
     path("batch", BatchApi.as_view(), name="batch"),
@@ -49,9 +53,6 @@ v1: list[URLPattern | URLResolver] = [
     path("structure/fetch/<str:pdb_id>", StructureFetchApi.as_view(), name="structure-fetch"),
     path("account", AccountApi.as_view(), name="account"),
     path("usage", UsageApi.as_view(), name="usage"),
-    # GETs answered without DRF's dispatch (apps.common.apis.lean_get): the reads clients poll.
-    path("jobs", job_list_view, name="job-list"),
-    path("jobs/<str:job_id>", job_detail_view, name="job-detail"),
     path("jobs/<str:job_id>/cancel", JobCancelApi.as_view(), name="job-cancel"),
     path("jobs/<str:job_id>/download", JobDownloadApi.as_view(), name="job-download"),
     # An async view: under ASGI an open stream holds no thread (see apps/jobs/streams.py).
