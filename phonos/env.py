@@ -90,6 +90,21 @@ def env_float_list(name: str, default: list[float], *, minimum: float | None = N
     return values
 
 
+def _postgres_options(options: dict[str, str]) -> dict[str, Any]:
+    """libpq options from the URL, plus server-side binding: psycopg then sends parameters
+    apart from the SQL and prepares a statement the fifth time a connection runs it, so that
+    PostgreSQL stops parsing and planning the hot path's statements on every request (planning
+    was most of their cost; docs/benchmarks.md). `server_side_binding=false` in the URL turns it
+    off, e.g. behind a PgBouncer older than 1.21 in transaction mode, which cannot keep
+    prepared statements."""
+    chosen: dict[str, Any] = dict(options)
+    binding = chosen.pop("server_side_binding", "true").lower()
+    if binding not in {"true", "false"}:
+        raise ImproperlyConfiguredEnv("DATABASE_URL's server_side_binding must be true or false")
+    chosen["server_side_binding"] = binding == "true"
+    return chosen
+
+
 def database_from_url(url: str) -> dict[str, Any]:
     """Turn `postgres://user:pass@host:port/name?option=value` or `sqlite:///path` into a
     DATABASES entry. Query options (`sslmode=require`, `connect_timeout=5`, ...) become libpq
@@ -114,7 +129,7 @@ def database_from_url(url: str) -> dict[str, Any]:
             "PORT": str(parsed.port or ""),
             "CONN_MAX_AGE": 60,
             "CONN_HEALTH_CHECKS": True,
-            **({"OPTIONS": options} if options else {}),
+            "OPTIONS": _postgres_options(options),
         }
     if parsed.scheme == "sqlite":
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": parsed.path}

@@ -1,6 +1,7 @@
 import uuid
 
 from django.db import models
+from django.db.models import F, Q
 
 from apps.common.request_context import REQUEST_ID_MAX_LENGTH
 from apps.jobs.registry import MODELS, ModelSpec
@@ -84,6 +85,25 @@ class Job(models.Model):
             models.Index(fields=["account", "status"]),
             models.Index(fields=["status", "enqueued_at"]),
             models.Index(fields=["job_key", "status"], name="job_key_status"),
+            # A submission's two lookups by key (apps.jobs.services._KEY_LOOKUP_SQL), each read
+            # in one step however many jobs share the key: every cache hit and every job riding
+            # on a run is one more job with it, and the key index alone made both lookups walk
+            # them all (the newest stored result, and the one leader in flight among followers).
+            models.Index(
+                F("job_key"),
+                F("finished_at").desc(),
+                condition=Q(status="completed", deleted_at__isnull=True) & ~Q(output_file=""),
+                name="job_key_stored_result",
+            ),
+            models.Index(
+                fields=["job_key", "created_at"],
+                condition=Q(
+                    status__in=["pending", "running"],
+                    cached_from__isnull=True,
+                    deleted_at__isnull=True,
+                ),
+                name="job_key_leader",
+            ),
         ]
 
     def __str__(self) -> str:
