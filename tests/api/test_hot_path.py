@@ -1,4 +1,4 @@
-"""The API hot path's shortcuts against a real gunicorn (2 gthread workers, as scripts/serve
+"""The API hot path's shortcuts against a real gunicorn (2 gthread workers, as bench/api_load
 runs it): cached key lookups stop at revocation within the documented bound, usage counters
 reach GET /v1/usage within the documented lag, a fold survives its own crash, and killing
 the API outright loses at most the buffered usage window and never a credit."""

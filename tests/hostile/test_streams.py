@@ -437,6 +437,37 @@ def test_stream_errors_are_json_and_never_500(served):
     assert response.status_code == 401
 
 
+def test_waiting_submissions_go_to_the_threaded_server_and_hold_up_no_other_request(served):
+    """scripts/serve sends `Prefer: wait` to its threaded gunicorn: with no worker running, the
+    jobs stay pending and each submission waits its whole N there, while the sync workers that
+    answer everything else go on answering at once."""
+    tenant = tenant_create("waiter")
+    body = {"model": "esmfold", "sequence": SEQUENCE, "params": {"cache": False}}
+    headers = {**tenant.headers, "Prefer": "wait=4"}
+
+    def submit() -> tuple[float, requests.Response]:
+        started = time.monotonic()
+        answer = requests.post(f"{served.url}/v1/predict", json=body, headers=headers, timeout=30)
+        return time.monotonic() - started, answer
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        waiting = [pool.submit(submit) for _ in range(4)]
+        time.sleep(0.5)
+        started = time.monotonic()
+        for _ in range(10):
+            answer = requests.get(
+                f"{served.url}/v1/jobs/{tenant.ended_job}", headers=tenant.headers, timeout=10
+            )
+            assert answer.status_code == 200, answer.text
+        others_took = time.monotonic() - started
+        waited = [future.result() for future in waiting]
+    assert others_took < 2, f"10 GETs took {others_took:.1f} s beside 4 waiting submissions"
+    for seconds, answer in waited:
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "pending"
+        assert seconds >= 3.5, f"a submission answered after {seconds:.1f} s: it did not wait"
+
+
 def test_the_dashboard_follows_the_same_stream_with_its_session(served):
     tenant, stranger = tenant_create("viewer"), tenant_create("other")
     user = User.objects.create_user(
