@@ -12,8 +12,20 @@ def test_a_database_url_keeps_its_connection_options():
     assert database["NAME"] == "phonos"
     assert (database["USER"], database["PASSWORD"]) == ("phonos", "s@cret")
     assert (database["HOST"], database["PORT"]) == ("db.internal", "6432")
-    assert database["OPTIONS"] == {"sslmode": "require", "connect_timeout": "5"}
-    assert "OPTIONS" not in database_from_url("postgres://u@h/phonos")
+    assert database["OPTIONS"] == {
+        "sslmode": "require",
+        "connect_timeout": "5",
+        "server_side_binding": True,
+    }
+    assert database["ENGINE"] == "phonos.postgresql"
+    assert database_from_url("postgres://u@h/phonos")["OPTIONS"] == {"server_side_binding": True}
+
+
+def test_server_side_binding_can_be_turned_off_for_an_old_pgbouncer():
+    options = database_from_url("postgres://u@h/phonos?server_side_binding=false")["OPTIONS"]
+    assert options == {"server_side_binding": False}
+    with pytest.raises(ImproperlyConfiguredEnv):
+        database_from_url("postgres://u@h/phonos?server_side_binding=maybe")
 
 
 @pytest.mark.parametrize(
