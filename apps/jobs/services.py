@@ -81,7 +81,14 @@ def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
     ):
         return False
     with connection.cursor() as cursor:
-        cursor.execute(_ENQUEUED_SQL, [timezone.now(), job_id, Job.Status.PENDING.value])
+        cursor.execute(
+            _ENQUEUED_SQL,
+            [
+                _job_field("enqueued_at").get_db_prep_value(timezone.now(), connection),
+                _job_field("id").get_db_prep_value(job_id, connection),
+                Job.Status.PENDING.value,
+            ],
+        )
     return True
 
 
@@ -221,7 +228,10 @@ def _submissions_serialize(*, key: str, account: Account) -> None:
     """Make identical submissions look for each other one at a time, until commit: each sees
     the job the one before created, so ten at once make one run. Within an account the row
     lock on the account does it (the debit takes it anyway); shared results need a lock on
-    the key itself."""
+    the key itself. SQLite (the embedded default) needs neither: its transactions begin
+    IMMEDIATE, so a writer holds the whole database from its first statement to commit."""
+    if connection.vendor != "postgresql":
+        return
     with connection.cursor() as cursor:
         cursor.execute(_ACCOUNT_LOCK_SQL, [account.id])
         if settings.PHONOS_SHARED_RESULT_CACHE:
@@ -254,6 +264,13 @@ def _job_field(name: str) -> Field[Any, Any]:
 
 
 def _key_matches_find(*, key: str, account_id: int) -> _KeyMatches:
+    if connection.vendor != "postgresql":
+        # SQLite takes no parenthesised members in a UNION: the two querysets themselves.
+        leader = _flight_leader_find(key=key, account_id=account_id)
+        return _KeyMatches(
+            source=reusable_job_find(key=key, account_id=account_id),
+            leader_id=leader.id if leader is not None else None,
+        )
     shared = settings.PHONOS_SHARED_RESULT_CACHE
     statement = _KEY_LOOKUP_SQL.format(
         columns=", ".join(str(_job_field(name).column) for name in _SOURCE_COLUMNS),
