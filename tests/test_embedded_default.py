@@ -126,6 +126,12 @@ def test_the_embedded_default_submits_and_serves_jobs_over_http(tmp_path: Path) 
         assert riding["cached_from"] == first["job_id"] and own["cached_from"] is None
         listed = requests.get(url + "/v1/jobs?limit=50", headers=headers, timeout=30)
         assert listed.status_code == 200 and len(listed.json()["jobs"]) == 3, listed.text
+        # 3 submissions, 3 reads and the list, buffered in the process and stored before the
+        # usage report answers (counted up to the report itself, which records after it).
+        usage = requests.get(url + "/v1/usage", headers=headers, timeout=30)
+        assert usage.status_code == 200, usage.text
+        assert usage.json()["totals"]["requests"] == 7
+        assert usage.json()["totals"]["credits_used"] == 30
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import redis
 from django.conf import settings
@@ -40,8 +40,20 @@ def _merge(into: Increments, increments: Mapping[tuple[str, str], int | float]) 
         into[key] = into.get(key, 0) + amount
 
 
+# Without Redis (the embedded default) a hash's increments go to its local sink, a function
+# that stores them (apps.usage adds its hash to the database): the same buffer and flusher, so
+# that no request waits on that write either.
+Sink = Callable[[dict[str, int | float]], None]
+_local_sinks: dict[str, Sink] = {}
+
+
+def counters_local_sink(hash_name: str, sink: Sink) -> None:
+    """Where `hash_name`'s increments go without Redis; without a sink they are not kept."""
+    _local_sinks[hash_name] = sink
+
+
 def counters_add(increments: Mapping[tuple[str, str], int | float]) -> None:
-    """Buffer (hash, field) increments; the caller has checked that Redis is configured."""
+    """Buffer (hash, field) increments, for Redis or, without it, for the hash's local sink."""
     with _lock:
         _merge(_buffer, increments)
     _flusher_ensure()
@@ -74,11 +86,11 @@ def counters_flush() -> bool:
     """Send what is buffered now, in one round trip; False (and kept) if Redis failed."""
     from apps.common.ratelimit import redis_client
 
-    if not settings.REDIS_URL:
-        return True
     increments = counters_drain()
     if not increments:
         return True
+    if not settings.REDIS_URL:
+        return _local_flush(increments)
     try:
         pipeline = redis_client().pipeline(transaction=False)
         counters_queue(pipeline, increments)
@@ -88,6 +100,26 @@ def counters_flush() -> bool:
         logger.warning("Could not send usage counters; keeping them for the next try")
         return False
     return True
+
+
+def _local_flush(increments: Increments) -> bool:
+    by_hash: dict[str, dict[str, int | float]] = {}
+    for (hash_name, field), amount in increments.items():
+        by_hash.setdefault(hash_name, {})[field] = amount
+    kept = True
+    for hash_name, fields in by_hash.items():
+        sink = _local_sinks.get(hash_name)
+        if sink is None:
+            continue
+        try:
+            sink(fields)
+        except Exception:
+            counters_restore({(hash_name, field): amount for field, amount in fields.items()})
+            logger.exception(
+                "Could not store the %s counters; keeping them for the next try", hash_name
+            )
+            kept = False
+    return kept
 
 
 def _flush_forever() -> None:

@@ -5,7 +5,9 @@ limit's round trip) and `usage_fold` adds that hash to `UsageCounter` rows: it R
 to a claim, adds the claim in one transaction that also records it (UsageFold), then deletes
 it. A fold that dies before committing leaves the claim for the next one; one that dies after
 committing leaves a recorded claim, which the next one deletes without adding it again.
-Without Redis (the embedded default) each request adds to its row directly.
+Without Redis (the embedded default) the same increments wait in the process's buffer and its
+flusher adds them to the rows every PHONOS_USAGE_FLUSH_SECONDS (and before `/v1/usage` answers
+in that process): a request no longer waits for SQLite's write lock.
 """
 
 import logging
@@ -21,7 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from apps.accounts.models import Account, ApiKey
-from apps.common.counters import PENDING_HASH, counters_add, counters_flush
+from apps.common.counters import PENDING_HASH, counters_add, counters_flush, counters_local_sink
 from apps.common.ratelimit import redis_client
 from apps.common.request_usage import RequestUsage
 from apps.usage.models import UsageCounter, UsageFold
@@ -56,22 +58,6 @@ def usage_record(
     if usage.account_id is None or usage.api_key_id is None:
         return
     today = timezone.now().date()
-    if not settings.REDIS_URL:
-        _counters_upsert(
-            [
-                _Row(
-                    usage.account_id,
-                    usage.api_key_id,
-                    today,
-                    endpoint,
-                    usage.model,
-                    1,
-                    usage.credits,
-                    latency_ms,
-                )
-            ]
-        )
-        return
     base = SEPARATOR.join(
         [str(usage.account_id), str(usage.api_key_id), today.isoformat(), endpoint, usage.model]
     )
@@ -118,9 +104,7 @@ def _claim_fold(client: redis.Redis, claim: str) -> int:
             UsageFold.objects.create(claim=claim)
             # A deleted account's keys are deleted with it: what its last requests counted
             # must not bring its usage back after the deletion.
-            keys = {row.api_key_id for row in rows}
-            existing = set(ApiKey.objects.filter(id__in=keys).values_list("id", flat=True))
-            _counters_upsert([row for row in rows if row.api_key_id in existing])
+            _counters_upsert(_of_live_keys(rows))
     except IntegrityError:
         rows = []  # folded already, by a fold that died before deleting it or one running now
     client.delete(claim)
@@ -128,12 +112,27 @@ def _claim_fold(client: redis.Redis, claim: str) -> int:
     return sum(row.requests for row in rows)
 
 
+def _of_live_keys(rows: list[_Row]) -> list[_Row]:
+    keys = {row.api_key_id for row in rows}
+    existing = set(ApiKey.objects.filter(id__in=keys).values_list("id", flat=True))
+    return [row for row in rows if row.api_key_id in existing]
+
+
+def _local_store(fields: Mapping[str, int | float]) -> None:
+    """Without Redis: this process's buffered usage, added to the rows in one transaction."""
+    with transaction.atomic():
+        _counters_upsert(_of_live_keys(_rows_parse(fields)))
+
+
+counters_local_sink(PENDING_HASH, _local_store)
+
+
 def _text(value: bytes | str) -> str:
     # redis-py types replies as either; this client (no decode_responses) returns bytes.
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _rows_parse(fields: Mapping[bytes | str, bytes | str]) -> list[_Row]:
+def _rows_parse(fields: Mapping[Any, bytes | str | int | float]) -> list[_Row]:
     rows: dict[tuple[int, int, date, str, str], _Row] = {}
     for raw_field, raw_value in fields.items():
         account, key, day, endpoint, model, metric = _text(raw_field).split(SEPARATOR)
