@@ -15,33 +15,6 @@ from tests.conftest import free_port, wait_until_serving
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_the_embedded_broker_accepts_the_transport_options(tmp_path: Path) -> None:
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in {"DATABASE_URL", "REDIS_URL", "PHONOS_ENV", "DJANGO_SETTINGS_MODULE"}
-    }
-    environment.update(PHONOS_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="phonos.settings")
-    code = (
-        "import django; django.setup()\n"
-        "from phonos.celery import app\n"
-        "assert app.conf.broker_url.startswith('sqla+sqlite')\n"
-        "with app.connection_for_write() as connection:\n"
-        "    connection.default_channel.queue_declare(queue='light')\n"
-        "print('declared')\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "declared" in done.stdout
-
-
 def _embedded(tmp_path: Path) -> dict[str, str]:
     environment = {
         name: value
@@ -52,9 +25,9 @@ def _embedded(tmp_path: Path) -> dict[str, str]:
     return environment
 
 
-def _manage(environment: dict[str, str], *arguments: str) -> str:
+def _run(environment: dict[str, str], *arguments: str) -> str:
     done = subprocess.run(
-        [sys.executable, "manage.py", *arguments],
+        [sys.executable, *arguments],
         cwd=ROOT,
         env=environment,
         capture_output=True,
@@ -63,6 +36,22 @@ def _manage(environment: dict[str, str], *arguments: str) -> str:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+def _manage(environment: dict[str, str], *arguments: str) -> str:
+    return _run(environment, "manage.py", *arguments)
+
+
+def test_the_embedded_broker_accepts_the_transport_options(tmp_path: Path) -> None:
+    code = (
+        "import django; django.setup()\n"
+        "from phonos.celery import app\n"
+        "assert app.conf.broker_url.startswith('sqla+sqlite')\n"
+        "with app.connection_for_write() as connection:\n"
+        "    connection.default_channel.queue_declare(queue='light')\n"
+        "print('declared')\n"
+    )
+    assert "declared" in _run(_embedded(tmp_path), "-c", code)
 
 
 def test_the_embedded_default_submits_and_serves_jobs_over_http(tmp_path: Path) -> None:
