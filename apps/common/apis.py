@@ -189,16 +189,19 @@ def lean_get(
     against the credentials version it returned, the body rendered as DRF renders it, with
     the headers DRF's view sets (`Allow`, `RateLimit-*`); an error raised on the way is
     answered by the API's exception handler, as in the view. The OpenAPI document still
-    describes `view` (its `cls` is kept)."""
+    describes `view` (its `cls` is kept).
+
+    The endpoint's `lean_answer(request, **kwargs)` is that answer alone (None where it
+    declines): apps.common.middleware.LeanReadMiddleware calls it before the dashboard's
+    middleware, which a bearer-key read does not need."""
     view_class: type[APIView] = getattr(view, "cls")  # noqa: B009 - set by APIView.as_view
     allow = _allowed_methods(view_class)
 
-    @functools.wraps(view)
-    def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+    def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | None:
         reader = prepare(request, **kwargs) if request.method == "GET" else None
         credential = authenticator.authenticate(request) if reader is not None else None
         if reader is None or credential is None:
-            return view(request, *args, **kwargs)
+            return None
         decision = rate_limit_hit(key_id=credential.id, limit=credential.rate_limit_per_minute)
         headers = decision.headers()
         try:
@@ -216,6 +219,12 @@ def lean_get(
             response[name] = value
         return response
 
+    @functools.wraps(view)
+    def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = answer(request, *args, **kwargs)
+        return view(request, *args, **kwargs) if response is None else response
+
+    endpoint.lean_answer = answer  # type: ignore[attr-defined]
     return csrf_exempt(endpoint)
 
 

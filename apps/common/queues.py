@@ -1,6 +1,7 @@
 import json
 import logging
 import time
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
 from typing import Any, cast
@@ -65,22 +66,26 @@ def broker_unacked(*, older_than_seconds: float) -> dict[str, str]:
     broker is down."""
     if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         return {}
-    client = _broker_redis()
     try:
-        tags = cast(
-            list[str],
-            client.zrangebyscore(
-                UNACKED_INDEX_KEY,
-                "-inf",
-                time.time() - older_than_seconds,
-                start=0,
-                num=UNACKED_SCAN_LIMIT,
-            ),
-        )
-        messages = cast(list[str | None], client.hmget(UNACKED_KEY, tags)) if tags else []
+        return _unacked_read(older_than_seconds)
     except redis.RedisError:
         logger.warning("Could not read the broker's unacknowledged messages", exc_info=True)
         return {}
+
+
+def _unacked_read(older_than_seconds: float) -> dict[str, str]:
+    client = _broker_redis()
+    tags = cast(
+        list[str],
+        client.zrangebyscore(
+            UNACKED_INDEX_KEY,
+            "-inf",
+            time.time() - older_than_seconds,
+            start=0,
+            num=UNACKED_SCAN_LIMIT,
+        ),
+    )
+    messages = cast(list[str | None], client.hmget(UNACKED_KEY, tags)) if tags else []
     held: dict[str, str] = {}
     for tag, raw in zip(tags, messages, strict=True):
         if raw is None:
@@ -92,6 +97,57 @@ def broker_unacked(*, older_than_seconds: float) -> dict[str, str]:
         if isinstance(task_id, str):
             held[task_id] = tag
     return held
+
+
+# kombu's Redis transport keeps a queue's messages by priority in separate lists: the queue's
+# own name for priority 0 (every message Phonos publishes), the name, this separator and the
+# step for the others (Celery's default steps).
+_PRIORITY_SEPARATOR = "\x06\x16"
+_PRIORITY_STEPS = (3, 6, 9)
+
+
+@dataclass(frozen=True)
+class QueueHead:
+    """A queue in the broker as the sweeper reads it: the task ids of the messages that wait in
+    it (none: it is empty), and every message workers hold unacknowledged, of any queue."""
+
+    oldest_waiting: str | None
+    held: frozenset[str]
+
+
+def broker_queue_head(queue: str) -> QueueHead | None:
+    """The task id of the message that `queue` delivers next (its oldest: kombu pushes on the
+    left and pops on the right) and the task ids that workers hold; None where that cannot be
+    told: not a Redis broker, the broker down, messages waiting at another priority or more held
+    than UNACKED_SCAN_LIMIT."""
+    if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        return None
+    client = _broker_redis()
+    try:
+        pipeline = client.pipeline(transaction=False)
+        for step in _PRIORITY_STEPS:
+            pipeline.llen(f"{queue}{_PRIORITY_SEPARATOR}{step}")
+        pipeline.lindex(queue, -1)
+        pipeline.zcard(UNACKED_INDEX_KEY)
+        *others, oldest, held_count = pipeline.execute()
+        if any(others) or held_count >= UNACKED_SCAN_LIMIT:
+            return None
+        held = _unacked_read(0) if held_count else {}
+    except redis.RedisError:
+        logger.warning("Could not read the broker's queue %s", queue, exc_info=True)
+        return None
+    oldest_id = _task_id(oldest) if oldest is not None else None
+    if oldest is not None and oldest_id is None:
+        return None  # not a Celery task message: nothing to reason from
+    return QueueHead(oldest_waiting=oldest_id, held=frozenset(held))
+
+
+def _task_id(raw: str) -> str | None:
+    try:
+        task_id = json.loads(raw)["headers"]["id"]
+    except (TypeError, ValueError, LookupError):
+        return None
+    return task_id if isinstance(task_id, str) else None
 
 
 def broker_unacked_forget(tag: str) -> None:

@@ -111,19 +111,17 @@ class Columns:
         return field
 
 
-_INSERTS: dict[tuple[str, type[Model]], tuple[str, list[Field[Any, Any]], str | None]] = {}
+_Insert = tuple[str, list[Field[Any, Any]], str | None]
+_INSERTS: dict[tuple[str, type[Model]], _Insert] = {}
 
 
-def row_insert(obj: Model, *, using: str = "default") -> None:
-    """INSERT `obj` as `obj.save(force_insert=True)` would, without compiling the statement on
-    every call: the fields' `pre_save` (auto_now) and `get_db_prep_save` give the values, and a
-    model whose primary key the database assigns gets it back (RETURNING). No signals are sent
-    (no model of the hot path has receivers)."""
-    connection = connections[using]
-    key = (connection.vendor, type(obj))
+def _insert_of(connection: BaseDatabaseWrapper, model: type[Model]) -> _Insert:
+    """The INSERT of one `model` row (its statement, fields and the attribute that RETURNING
+    fills, if the database assigns the primary key), built once per vendor and model."""
+    key = (connection.vendor, model)
     cached = _INSERTS.get(key)
     if cached is None:
-        meta = obj._meta
+        meta = model._meta
         pk = meta.pk
         assert pk is not None
         generated = pk if getattr(pk, "db_returning", False) else None
@@ -137,11 +135,40 @@ def row_insert(obj: Model, *, using: str = "default") -> None:
             statement += f" RETURNING {quote(str(generated.column))}"
         returned = generated.attname if generated is not None else None
         cached = _INSERTS[key] = (statement, fields, returned)
-    statement, fields, returned = cached
-    values = [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+    return cached
+
+
+def rows_insert(*objs: Model, using: str = "default") -> None:
+    """INSERT each of `objs` as `obj.save(force_insert=True)` would, in order, without compiling
+    the statements on every call: the fields' `pre_save` (auto_now) and `get_db_prep_save` give
+    the values, and a model whose primary key the database assigns gets it back (RETURNING). On
+    PostgreSQL the rows go in one statement (each but the last a data-modifying WITH, which
+    PostgreSQL always runs), one round trip; only the last may have its key assigned. No signals
+    are sent (no model of the hot path has receivers)."""
+    connection = connections[using]
+    inserts = [_insert_of(connection, type(obj)) for obj in objs]
+    values = [
+        [field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields]
+        for obj, (_, fields, _) in zip(objs, inserts, strict=True)
+    ]
+    if connection.vendor == "postgresql" and len(objs) > 1:
+        assert all(returned is None for _, _, returned in inserts[:-1]), "only the last"
+        head = ", ".join(
+            f"inserted_{index} AS ({statement})"
+            for index, (statement, _, _) in enumerate(inserts[:-1])
+        )
+        batches = [(f"WITH {head} {inserts[-1][0]}", [v for row in values for v in row], objs[-1])]
+    else:
+        batches = [
+            (statement, row, obj)
+            for (statement, _, _), row, obj in zip(inserts, values, objs, strict=True)
+        ]
     with connection.cursor() as cursor:
-        cursor.execute(statement, values)
-        if returned is not None:
-            setattr(obj, returned, cursor.fetchone()[0])
-    obj._state.adding = False
-    obj._state.db = using
+        for statement, parameters, last in batches:
+            cursor.execute(statement, parameters)
+            returned = _insert_of(connection, type(last))[2]
+            if returned is not None:
+                setattr(last, returned, cursor.fetchone()[0])
+    for obj in objs:
+        obj._state.adding = False
+        obj._state.db = using

@@ -90,7 +90,8 @@ def job_event_resume_point(*, job: Job, last_event_id: str | None) -> int:
 
 # --- Wake-ups ----------------------------------------------------------------------------------
 def job_event_announce(*, job_id: uuid.UUID | str) -> None:
-    """Wake the streams following this job; called on commit of each JobEvent. A failed
+    """Wake the streams following this job; called on commit of each JobEvent but a job's first
+    (apps.jobs.services._job_create: no stream can follow a job yet). A failed
     publish costs only latency: the streams' fallback poll finds the event."""
     if not settings.REDIS_URL:
         return

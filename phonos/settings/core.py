@@ -83,6 +83,8 @@ MIDDLEWARE = [
     "apps.common.middleware.RequestSizeLimitMiddleware",
     "apps.usage.middleware.UsageRecordingMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The polled reads answer here, without the dashboard's middleware below.
+    "apps.common.middleware.LeanReadMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -3,6 +3,7 @@ runs it): cached key lookups stop at revocation within the documented bound, usa
 reach GET /v1/usage within the documented lag, a fold survives its own crash, and killing
 the API outright loses at most the buffered usage window and never a credit."""
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import requests
 from django.conf import settings
 from django.db import connection
 from django.db.models import Sum
+from django.http import HttpResponse
 from django.test import RequestFactory
 from django.utils import timezone
 from rest_framework.response import Response
@@ -27,6 +29,7 @@ from rest_framework.response import Response
 from apps.accounts.services import api_key_revoke
 from apps.billing.models import LedgerEntry
 from apps.common.counters import PENDING_HASH, counters_flush
+from apps.common.middleware import LeanReadMiddleware
 from apps.common.request_usage import RequestUsage
 from apps.jobs.apis import JobDetailApi, JobListApi
 from apps.jobs.models import Job
@@ -123,7 +126,14 @@ def _drf_answer(view: Callable[..., Any], key: str, path: str, **kwargs: str) ->
     return response
 
 
-SAME_HEADERS = ("Content-Type", "Allow", "RateLimit-Limit", "WWW-Authenticate", "Retry-After")
+SAME_HEADERS = (
+    "Content-Type",
+    "Allow",
+    "Vary",
+    "RateLimit-Limit",
+    "WWW-Authenticate",
+    "Retry-After",
+)
 
 
 def test_the_lean_reads_answer_byte_for_byte_as_the_drf_views(alice, charlie):
@@ -166,6 +176,37 @@ def test_the_lean_reads_answer_byte_for_byte_as_the_drf_views(alice, charlie):
         "offset": 1,
         "has_more": False,
     }
+
+
+def test_the_lean_reads_skip_the_dashboards_middleware_and_keep_its_headers(alice):
+    """LeanReadMiddleware answers a lean read before sessions, CSRF, messages, axes and
+    whitenoise, and adds what they would have added: the same headers as the DRF view gets
+    through the whole chain (a listing with `search` goes there)."""
+    job_id = alice.post("/v1/predict", ESMFOLD_JOB).json()["job_id"]
+    through_chain = alice.get("/v1/jobs?search=")
+    for path in ("/v1/jobs", f"/v1/jobs/{job_id}"):
+        lean = alice.get(path)
+        assert lean.status_code == through_chain.status_code == 200
+        assert set(lean.headers) == set(through_chain.headers), path
+        assert lean.headers["X-Frame-Options"] == through_chain.headers["X-Frame-Options"]
+        assert int(lean.headers["Content-Length"]) == len(lean.content)
+    # Through the middleware itself: the chain below it never runs for a lean read, and runs
+    # for everything the lean answer declines (here a query only the view can judge).
+    below: list[str] = []
+
+    def chain(request: Any) -> Any:
+        below.append(request.get_full_path())
+        return HttpResponse(status=204)
+
+    middleware = LeanReadMiddleware(chain)
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {alice.key}"}
+    lean = middleware(RequestFactory().get(f"/v1/jobs/{job_id}", **bearer))
+    assert lean.status_code == 200 and json.loads(lean.content)["job_id"] == job_id
+    assert below == []
+    for path in ("/v1/jobs?limit=0", f"/v1/jobs/{job_id}/download", "/v1/jobsx"):
+        assert middleware(RequestFactory().get(path, **bearer)).status_code == 204
+    assert middleware(RequestFactory().post("/v1/jobs", **bearer)).status_code == 204
+    assert below == ["/v1/jobs?limit=0", f"/v1/jobs/{job_id}/download", "/v1/jobsx", "/v1/jobs"]
 
 
 def test_the_lean_reads_keep_the_rate_limit_and_the_error_envelope(make_client):
@@ -326,3 +367,27 @@ def test_buffered_counters_ride_the_rate_limit_round_trip_with_any_field_name():
         "ünïcode:/v1/jobs/{job_id}\n": "1",
     }
     assert float(client.hget("phonos:test:b", "seconds")) == 0.75
+
+
+def test_the_rate_limit_counts_on_after_redis_forgets_its_script_and_drops_its_connections():
+    """The rate limit's script runs on a pooled connection without redis-py's retry wrapper
+    (apps.common.ratelimit._script_run): a Redis that lost the script (a restart, SCRIPT FLUSH)
+    gets it again, and a connection that Redis closed is replaced, the count exact throughout."""
+    from apps.common.ratelimit import rate_limit_hit, redis_client
+
+    key_id = 987_655
+    redis_client().delete(f"phonos:ratelimit:{key_id}")
+    assert rate_limit_hit(key_id=key_id, limit=5).remaining == 4
+    admin = redis.Redis.from_url(settings.REDIS_URL)
+    admin.script_flush()
+    assert rate_limit_hit(key_id=key_id, limit=5).remaining == 3
+    # The limiter's connections closed by the server, as a Redis restart closes them.
+    pool = redis_client().connection_pool
+    idle = list(pool._available_connections)
+    assert idle
+    for pooled in idle:
+        host, port = pooled._sock.getsockname()[:2]
+        assert admin.client_kill_filter(addr=f"{host}:{port}") == 1
+    decision = rate_limit_hit(key_id=key_id, limit=5)
+    assert decision.allowed and decision.remaining == 2
+    assert [rate_limit_hit(key_id=key_id, limit=5).allowed for _ in range(3)] == [True, True, False]

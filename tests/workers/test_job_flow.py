@@ -212,6 +212,45 @@ def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_handed_on(
     assert alice.balance() == 990
 
 
+def test_a_message_lost_between_the_queue_and_the_workers_unacked_store_is_published_again(
+    alice, settings
+):
+    """kombu's Redis transport pops a message off the queue and then records it as held: a
+    worker SIGKILLed in between loses it (bench/cluster.py hit it once, and the job would have
+    waited PHONOS_REPUBLISH_AFTER_SECONDS, an hour). The sweeper sees a published job that
+    neither waits in its queue nor is held, and publishes it again; the job behind it, still
+    waiting, is left alone."""
+    from django.conf import settings as django_settings
+    from redis import Redis
+
+    from apps.jobs.services import job_sweep
+
+    first = alice.post("/v1/predict", {**ESMFOLD_JOB, "sequence": "MKTAYIAKQRQISF"}).json()
+    time.sleep(1.1)  # more than the sweeper's margin between a publish and its mark
+    second = alice.post("/v1/predict", {**ESMFOLD_JOB, "sequence": "MKTAYIAKQRQISA"}).json()
+    first, second = first["job_id"], second["job_id"]
+    deadline = time.monotonic() + 10
+    while Job.objects.filter(id__in=[first, second], enqueued_at__isnull=False).count() < 2:
+        assert time.monotonic() < deadline, "the jobs were never published"
+        time.sleep(0.05)
+    broker = Redis.from_url(django_settings.CELERY_BROKER_URL)
+    # What the transport's BRPOP does, and then nothing: the process died before the ack store.
+    _, taken = broker.brpop(["esmfold"], timeout=5)
+    assert json.loads(taken)["headers"]["id"] == first
+    assert broker.llen("esmfold") == 1 and broker.hlen("unacked") == 0
+
+    settings.PHONOS_STALE_AFTER_SECONDS = 2
+    assert job_sweep().republished == []  # not yet: a worker may be about to record it
+    time.sleep(2.2)
+    assert job_sweep().republished == [first]
+    waiting = [json.loads(raw)["headers"]["id"] for raw in broker.lrange("esmfold", 0, -1)]
+    assert waiting == [first, second]  # the newest on the left: kombu delivers from the right
+    assert job_sweep().republished == []  # published once, not at every pass
+    # Held by a worker (in the unacked store) or still waiting: never a false alarm.
+    time.sleep(2.2)
+    assert job_sweep().republished == []
+
+
 def test_cancelling_a_running_job_stops_it_and_the_worker_carries_on(
     alice, start_worker, s3_storage, tiny_esmfold
 ):
