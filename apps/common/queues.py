@@ -1,6 +1,7 @@
 import json
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
@@ -90,11 +91,8 @@ def _unacked_read(older_than_seconds: float) -> dict[str, str]:
     for tag, raw in zip(tags, messages, strict=True):
         if raw is None:
             continue  # acknowledged meanwhile
-        try:
-            task_id = json.loads(raw)[0]["headers"]["id"]
-        except (TypeError, ValueError, LookupError):
-            continue  # not a Celery task message
-        if isinstance(task_id, str):
+        # An unacknowledged entry is [message, exchange, routing key].
+        if (task_id := _task_id(raw, envelope=True)) is not None:
             held[task_id] = tag
     return held
 
@@ -107,44 +105,53 @@ _PRIORITY_STEPS = (3, 6, 9)
 
 
 @dataclass(frozen=True)
-class QueueHead:
-    """A queue in the broker as the sweeper reads it: the task ids of the messages that wait in
-    it (none: it is empty), and every message workers hold unacknowledged, of any queue."""
+class BrokerState:
+    """The broker as the sweeper reads it, in one round trip: the task ids of every message
+    workers hold unacknowledged, and for each queue that could be read the task id of the
+    message it delivers next (None: the queue is empty)."""
 
-    oldest_waiting: str | None
     held: frozenset[str]
+    oldest_waiting: dict[str, str | None]
 
 
-def broker_queue_head(queue: str) -> QueueHead | None:
-    """The task id of the message that `queue` delivers next (its oldest: kombu pushes on the
-    left and pops on the right) and the task ids that workers hold; None where that cannot be
-    told: not a Redis broker, the broker down, messages waiting at another priority or more held
-    than UNACKED_SCAN_LIMIT."""
+def broker_state(queues: Iterable[str]) -> BrokerState | None:
+    """The held messages and each queue's oldest waiting one (kombu pushes on the left and pops
+    on the right); None where the held ones cannot all be told: not a Redis broker, the broker
+    down, or more held than UNACKED_SCAN_LIMIT. A queue with messages waiting at another
+    priority, or whose oldest is no Celery task, is left out."""
     if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         return None
-    client = _broker_redis()
+    queues = list(queues)
     try:
-        pipeline = client.pipeline(transaction=False)
-        for step in _PRIORITY_STEPS:
-            pipeline.llen(f"{queue}{_PRIORITY_SEPARATOR}{step}")
-        pipeline.lindex(queue, -1)
+        pipeline = _broker_redis().pipeline(transaction=False)
         pipeline.zcard(UNACKED_INDEX_KEY)
-        *others, oldest, held_count = pipeline.execute()
-        if any(others) or held_count >= UNACKED_SCAN_LIMIT:
+        for queue in queues:
+            for step in _PRIORITY_STEPS:
+                pipeline.llen(f"{queue}{_PRIORITY_SEPARATOR}{step}")
+            pipeline.lindex(queue, -1)
+        held_count, *replies = pipeline.execute()
+        if held_count >= UNACKED_SCAN_LIMIT:
             return None
         held = _unacked_read(0) if held_count else {}
     except redis.RedisError:
-        logger.warning("Could not read the broker's queue %s", queue, exc_info=True)
+        logger.warning("Could not read the broker's queues", exc_info=True)
         return None
-    oldest_id = _task_id(oldest) if oldest is not None else None
-    if oldest is not None and oldest_id is None:
-        return None  # not a Celery task message: nothing to reason from
-    return QueueHead(oldest_waiting=oldest_id, held=frozenset(held))
+    per_queue = len(_PRIORITY_STEPS) + 1
+    oldest_waiting: dict[str, str | None] = {}
+    for index, queue in enumerate(queues):
+        *others, oldest = replies[index * per_queue : (index + 1) * per_queue]
+        oldest_id = _task_id(oldest) if oldest is not None else None
+        if not any(others) and (oldest is None or oldest_id is not None):
+            oldest_waiting[queue] = oldest_id
+    return BrokerState(held=frozenset(held), oldest_waiting=oldest_waiting)
 
 
-def _task_id(raw: str) -> str | None:
+def _task_id(raw: str, *, envelope: bool = False) -> str | None:
+    """The Celery task id of a message as kombu stores it (in an `envelope` list first, for the
+    unacknowledged ones); None for anything else."""
     try:
-        task_id = json.loads(raw)["headers"]["id"]
+        message = json.loads(raw)
+        task_id = (message[0] if envelope else message)["headers"]["id"]
     except (TypeError, ValueError, LookupError):
         return None
     return task_id if isinstance(task_id, str) else None

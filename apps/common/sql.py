@@ -157,16 +157,16 @@ def rows_insert(*objs: Model, using: str = "default") -> None:
             f"inserted_{index} AS ({statement})"
             for index, (statement, _, _) in enumerate(inserts[:-1])
         )
-        batches = [(f"WITH {head} {inserts[-1][0]}", [v for row in values for v in row], objs[-1])]
+        statement = f"WITH {head} {inserts[-1][0]}"
+        batches = [(statement, [v for row in values for v in row], objs[-1], inserts[-1][2])]
     else:
         batches = [
-            (statement, row, obj)
-            for (statement, _, _), row, obj in zip(inserts, values, objs, strict=True)
+            (statement, row, obj, returned)
+            for (statement, _, returned), row, obj in zip(inserts, values, objs, strict=True)
         ]
     with connection.cursor() as cursor:
-        for statement, parameters, last in batches:
+        for statement, parameters, last, returned in batches:
             cursor.execute(statement, parameters)
-            returned = _insert_of(connection, type(last))[2]
             if returned is not None:
                 setattr(last, returned, cursor.fetchone()[0])
     for obj in objs:

@@ -22,7 +22,7 @@ from apps.common.exceptions import ApplicationError, Conflict, InvalidInput, Too
 from apps.common.metrics import job_finished_observe
 from apps.common.queues import (
     UNACKED_SCAN_LIMIT,
-    broker_queue_head,
+    broker_state,
     broker_unacked,
     broker_unacked_forget,
     task_publish,
@@ -714,9 +714,10 @@ def _published_and_lost(*, stale_before: datetime, republish_before: datetime) -
     is held by a worker: a worker killed between taking the message off the queue and recording
     it as unacknowledged (kombu's Redis transport does the two in separate steps) lost it, and
     without this the job would wait PHONOS_REPUBLISH_AFTER_SECONDS. A queue delivers its oldest
-    message first, so a job published before the oldest one still waiting is no longer in it. A
-    false alarm (the job's message taken in the instant between the reads) only publishes a
-    duplicate, which the worker's claim drops."""
+    message first, so a job published before the oldest one still waiting is no longer in it;
+    the mark (`enqueued_at`) follows its publish by milliseconds, so jobs published within
+    _MARK_MARGIN of that one are not judged. A false alarm (the job's message taken in the
+    instant between the reads) only publishes a duplicate, which the worker's claim drops."""
     candidates = list(
         Job.objects.filter(
             status=Job.Status.PENDING,
@@ -730,14 +731,14 @@ def _published_and_lost(*, stale_before: datetime, republish_before: datetime) -
     by_queue: dict[str, list[Job]] = {}
     for job in candidates:
         by_queue.setdefault(MODELS[job.model].queue, []).append(job)
+    broker = broker_state(by_queue) if by_queue else None
+    if broker is None:
+        return []
     lost: list[Job] = []
-    for queue, jobs in by_queue.items():
-        head = broker_queue_head(queue)
-        if head is None:
-            continue
+    for queue, oldest in broker.oldest_waiting.items():
         waiting_since = None
-        if head.oldest_waiting is not None:
-            oldest_id = _uuid_or_none(head.oldest_waiting)
+        if oldest is not None:
+            oldest_id = _uuid_or_none(oldest)
             waiting_since = (
                 Job.objects.filter(id=oldest_id).values_list("enqueued_at", flat=True).first()
                 if oldest_id is not None
@@ -747,8 +748,8 @@ def _published_and_lost(*, stale_before: datetime, republish_before: datetime) -
                 continue  # its job is gone or not yet marked: nothing to compare with
         lost += [
             job
-            for job in jobs
-            if str(job.id) not in head.held
+            for job in by_queue[queue]
+            if str(job.id) not in broker.held
             and (
                 waiting_since is None
                 or (job.enqueued_at and job.enqueued_at < waiting_since - _MARK_MARGIN)
