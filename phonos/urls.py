@@ -14,10 +14,10 @@ from apps.jobs.apis import (
     JobDownloadApi,
     ModelsApi,
     PipelineApi,
-    PredictApi,
     ValidateApi,
     job_detail_view,
     job_list_view,
+    predict_view,
 )
 from apps.jobs.result_apis import (
     JobArchiveApi,
@@ -37,10 +37,10 @@ handler500 = "apps.common.exception_handler.json_server_error"
 
 v1: list[URLPattern | URLResolver] = [
     # First, as Django tries the patterns in order and each miss costs: the GETs clients poll,
-    # answered without DRF's dispatch (apps.common.apis.lean_get), and the submission.
+    # and the submission, answered without DRF's dispatch (apps.common.apis.lean_view).
     path("jobs/<str:job_id>", job_detail_view, name="job-detail"),
     path("jobs", job_list_view, name="job-list"),
-    path("predict", PredictApi.as_view(), name="predict"),
+    path("predict", predict_view, name="predict"),
     path("health", HealthApi.as_view(), name="health"),
     path("health/live", health_live, name="health-live"),
     path("health/ready", health_ready, name="health-ready"),

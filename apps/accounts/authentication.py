@@ -77,7 +77,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
 
 class BearerKeyLean:
-    """The same authentication for the lean reads (apps.common.apis.lean_get), without DRF:
+    """The same authentication for the hot path (apps.common.apis.lean_view), without DRF:
     `authenticate` answers None for every request that ApiKeyAuthentication would refuse, and
     that request goes to the DRF view, which refuses it in the usual words."""
 

@@ -1,5 +1,6 @@
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from django.conf import settings
@@ -142,7 +143,7 @@ class PhonosApiView(APIView):
         return response
 
 
-# --- The lean reads --------------------------------------------------------------------------
+# --- The lean answers ------------------------------------------------------------------------
 
 _Credential = TypeVar("_Credential", bound=RateLimitedCredential)
 
@@ -160,6 +161,16 @@ class LeanAuthenticator(Protocol[_Credential]):
         trip; raises AuthenticationFailed if it was revoked."""
 
 
+@dataclass(slots=True)
+class LeanReply:
+    """What a lean endpoint answers for a credential: the data DRF's `Response` would carry,
+    its status, and the headers of the view's own (those every PhonosApiView sets are added)."""
+
+    body: Any
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
 _json = JSONRenderer()
 
 
@@ -173,34 +184,40 @@ def _allowed_methods(view_class: type[APIView]) -> str:
     return ", ".join(methods)
 
 
-def lean_get(
+def lean_view(
     view: Callable[..., HttpResponseBase],
     *,
+    method: str,
     authenticator: LeanAuthenticator[_Credential],
-    prepare: Callable[..., Callable[[_Credential], dict[str, Any]] | None],
+    prepare: Callable[..., Callable[[_Credential], LeanReply] | None],
 ) -> Callable[..., HttpResponseBase]:
-    """A PhonosApiView's GET answered without DRF's dispatch, for the reads that clients poll.
+    """A PhonosApiView's `method` answered without DRF's dispatch, for the hot path: the reads
+    that clients poll and the submission.
 
-    `prepare(request, **kwargs)` reads the query and returns the function that reads the body
-    for a credential, or None to decline: a query that only the view can judge (and answer
-    400 in its own words). A GET that `prepare` declines, any other method, and a request
+    `prepare(request, **kwargs)` judges what it can before the key (the query, the headers, the
+    content type) and returns the function that answers for a credential, or None to decline:
+    a request that only the view can judge (and answer in its own words). A request that
+    `prepare` declines, any other method, an `Accept` asking DRF to indent, and a request
     without a good key (the authenticator answers None) go to `view` itself, which answers as
     usual. Otherwise: the same rate limit (one Redis round trip), the credential revalidated
-    against the credentials version it returned, the body rendered as DRF renders it, with
-    the headers DRF's view sets (`Allow`, `RateLimit-*`); an error raised on the way is
+    against the credentials version it returned, the reply rendered as DRF renders it, with the
+    headers DRF's view sets (`Allow`, `RateLimit-*`); an error raised on the way (by the
+    answering function too, which reads a request body only then, as the view would) is
     answered by the API's exception handler, as in the view. The OpenAPI document still
     describes `view` (its `cls` is kept).
 
     The endpoint's `lean_answer(request, **kwargs)` is that answer alone (None where it
-    declines): apps.common.middleware.LeanReadMiddleware calls it before the dashboard's
-    middleware, which a bearer-key read does not need."""
+    declines): apps.common.middleware.LeanApiMiddleware calls it before the dashboard's
+    middleware, which a bearer-key request does not need."""
     view_class: type[APIView] = getattr(view, "cls")  # noqa: B009 - set by APIView.as_view
     allow = _allowed_methods(view_class)
 
     def answer(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | None:
-        reader = prepare(request, **kwargs) if request.method == "GET" else None
-        credential = authenticator.authenticate(request) if reader is not None else None
-        if reader is None or credential is None:
+        # `Accept: application/json; indent=4` makes DRF's renderer indent: the view's to do.
+        plain = request.method == method and "indent" not in request.META.get("HTTP_ACCEPT", "")
+        reply_for = prepare(request, **kwargs) if plain else None
+        credential = authenticator.authenticate(request) if reply_for is not None else None
+        if reply_for is None or credential is None:
             return None
         decision = rate_limit_hit(key_id=credential.id, limit=credential.rate_limit_per_minute)
         headers = decision.headers()
@@ -208,7 +225,9 @@ def lean_get(
             credential = authenticator.revalidate(request, credential, decision.credentials_version)
             if refusal := _rate_limit_refusal(decision):
                 raise refusal
-            body, status = reader(credential), 200
+            reply = reply_for(credential)
+            body, status = reply.body, reply.status
+            headers |= reply.headers
         except Exception as error:
             handled = api_exception_handler(error, {})
             body, status = handled.data, handled.status_code

@@ -32,17 +32,20 @@ class RequestSizeLimitMiddleware:
         return self.get_response(request)
 
 
-class LeanReadMiddleware:
-    """The polled reads (apps.common.apis.lean_get) answered before the dashboard's middleware.
+class LeanApiMiddleware:
+    """The hot path's endpoints (apps.common.apis.lean_view: the polled reads and the
+    submission) answered before the dashboard's middleware.
 
     Sessions, CSRF, authentication by session, messages, django-axes and whitenoise do nothing
-    for a bearer-key GET, yet they were a sixth of its cost once the read itself was lean. This
-    middleware sits after SecurityMiddleware: for a GET whose route has a `lean_answer`, it
-    resolves the route, and if the lean answer takes the request it returns that answer with
-    what the skipped middleware would have added to it (X-Frame-Options, Content-Length: their
-    own process_response). Anything the lean answer declines goes down the whole chain."""
+    for a bearer-key request, yet they were a sixth of a GET's cost once the read itself was
+    lean. This middleware sits after SecurityMiddleware: for a request under its method's path
+    in `PATHS`, it resolves the route, and if the route has a `lean_answer` that takes the
+    request it returns that answer with what the skipped middleware would have added to it
+    (X-Frame-Options, Content-Length: their own process_response). Anything the lean answer
+    declines goes down the whole chain."""
 
-    PREFIX = "/v1/jobs"
+    # Only where a lean answer may be, so that other requests are not resolved twice.
+    PATHS = {"GET": "/v1/jobs", "POST": "/v1/predict"}
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
         self.get_response = get_response
@@ -53,7 +56,8 @@ class LeanReadMiddleware:
         )
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase:
-        if request.method == "GET" and request.path_info.startswith(self.PREFIX):
+        path = self.PATHS.get(request.method or "")
+        if path is not None and request.path_info.startswith(path):
             try:
                 match = resolve(request.path_info)
             except Resolver404:

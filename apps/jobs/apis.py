@@ -21,8 +21,8 @@ from rest_framework.response import Response
 
 from apps.accounts.api_request import ApiKeyRequest
 from apps.accounts.authentication import BearerKeyLean
-from apps.accounts.models import ApiKey
-from apps.common.apis import PhonosApiView, error_responses, lean_get
+from apps.accounts.models import Account, ApiKey
+from apps.common.apis import LeanReply, PhonosApiView, error_responses, lean_view
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.common.pagination import (
     PageQuerySerializer,
@@ -30,6 +30,7 @@ from apps.common.pagination import (
     page_description,
     paginate,
 )
+from apps.common.parsers import json_body_parse, json_body_plain
 from apps.common.request_usage import request_usage
 from apps.jobs.availability import model_availability
 from apps.jobs.catalog import CleanedSubmission, pipeline_clean, submission_clean
@@ -347,19 +348,33 @@ def _predict_body(job: Job) -> dict[str, Any]:
     }
 
 
+def _idempotent_call(
+    request: HttpRequest | Request,
+    *,
+    account: Account,
+    data: Any,
+    produce: Callable[[], tuple[int, dict[str, Any]]],
+) -> tuple[int, Any, bool]:
+    """`produce` run once per Idempotency-Key, fingerprinted over the parsed body `data`."""
+    return idempotent_call(
+        account=account,
+        key=request.headers.get("Idempotency-Key"),
+        fingerprint=request_fingerprint(path=request.path, body=data),
+        produce=produce,
+    )
+
+
+def _replayed_headers(replayed: bool) -> dict[str, str]:
+    return {"Idempotent-Replayed": "true"} if replayed else {}
+
+
 def _idempotent_response(
     request: ApiKeyRequest, produce: Callable[[], tuple[int, dict[str, Any]]]
 ) -> Response:
-    status, body, replayed = idempotent_call(
-        account=request.user,
-        key=request.headers.get("Idempotency-Key"),
-        fingerprint=request_fingerprint(path=request.path, body=request.data),
-        produce=produce,
+    status, body, replayed = _idempotent_call(
+        request, account=request.user, data=request.data, produce=produce
     )
-    response = Response(body, status=status)
-    if replayed:
-        response["Idempotent-Replayed"] = "true"
-    return response
+    return Response(body, status=status, headers=_replayed_headers(replayed))
 
 
 CACHE_CONTROL_HEADER = OpenApiParameter(
@@ -381,9 +396,29 @@ PREFER_HEADER = OpenApiParameter(
 )
 
 
-def _no_cache_asked(request: Request) -> bool:
+def _no_cache_asked(request: HttpRequest | Request) -> bool:
     directives = request.headers.get("Cache-Control", "").lower().replace(" ", "").split(",")
     return "no-cache" in directives or "no-store" in directives
+
+
+def _predict_submit(
+    request: HttpRequest | Request, *, api_key: ApiKey, data: Any
+) -> tuple[int, Any, bool]:
+    """POST /v1/predict's work, for PredictApi and its lean path alike: the parsed body `data`
+    checked, the job submitted once per Idempotency-Key; (status, body, replayed)."""
+    submission = submission_clean(data)
+    usage = request_usage(request)
+    usage.model = submission.spec.id
+    use_cache = not _no_cache_asked(request)
+
+    def produce() -> tuple[int, dict[str, Any]]:
+        job = job_submit(
+            account=api_key.account, api_key=api_key, submission=submission, use_cache=use_cache
+        )
+        usage.credits = job.cost_credits  # charged now; a replay charges nothing
+        return 200, _predict_body(job)
+
+    return _idempotent_call(request, account=api_key.account, data=data, produce=produce)
 
 
 class PredictApi(PhonosApiView):
@@ -407,22 +442,8 @@ class PredictApi(PhonosApiView):
         },
     )
     def post(self, request: ApiKeyRequest) -> Response:
-        submission = submission_clean(request.data)
-        usage = request_usage(request)
-        usage.model = submission.spec.id
-        use_cache = not _no_cache_asked(request)
-
-        def produce() -> tuple[int, dict[str, Any]]:
-            job = job_submit(
-                account=request.user,
-                api_key=request.auth,
-                submission=submission,
-                use_cache=use_cache,
-            )
-            usage.credits = job.cost_credits  # charged now; a replay charges nothing
-            return 200, _predict_body(job)
-
-        response = _idempotent_response(request, produce)
+        status, body, replayed = _predict_submit(request, api_key=request.auth, data=request.data)
+        response = Response(body, status=status, headers=_replayed_headers(replayed))
         wait = prefer_wait_parse(request.headers.get("Prefer"))
         if wait is None or response.status_code != 200:
             return response
@@ -774,11 +795,13 @@ class JobDetailApi(PhonosApiView):
         )
 
 
-# --- The polled reads without DRF's dispatch (apps.common.apis.lean_get) -----------------------
+# --- The hot path without DRF's dispatch (apps.common.apis.lean_view) -------------------------
 
 
-def _job_detail_prepare(request: HttpRequest, job_id: str) -> Callable[[ApiKey], dict[str, Any]]:
-    return lambda api_key: job_body(job_values_get(account_id=api_key.account_id, job_id=job_id))
+def _job_detail_prepare(request: HttpRequest, job_id: str) -> Callable[[ApiKey], LeanReply]:
+    return lambda api_key: LeanReply(
+        job_body(job_values_get(account_id=api_key.account_id, job_id=job_id))
+    )
 
 
 _LIST_QUERY = frozenset({"limit", "offset", "status", "model"})
@@ -799,7 +822,7 @@ def _list_number(query: QueryDict, name: str, low: int, high: int) -> int | None
     return int(text)
 
 
-def _job_list_prepare(request: HttpRequest) -> Callable[[ApiKey], dict[str, Any]] | None:
+def _job_list_prepare(request: HttpRequest) -> Callable[[ApiKey], LeanReply] | None:
     """The common listings (limit, offset, status and model filters, values the filter
     serializer would accept as they are); anything else, `search` included, goes to the view."""
     query = request.GET
@@ -811,7 +834,7 @@ def _job_list_prepare(request: HttpRequest) -> Callable[[ApiKey], dict[str, Any]
     if limit is None or offset is None or status not in _LIST_STATUSES or model not in _LIST_MODELS:
         return None
 
-    def read(api_key: ApiKey) -> dict[str, Any]:
+    def read(api_key: ApiKey) -> LeanReply:
         rows, total = job_values_page(
             account_id=api_key.account_id,
             status=status if status != "all" else None,
@@ -819,19 +842,39 @@ def _job_list_prepare(request: HttpRequest) -> Callable[[ApiKey], dict[str, Any]
             limit=limit,
             offset=offset,
         )
-        return {
-            "jobs": [job_list_item_body(row) for row in rows],
-            "pagination": page_description(total=total, limit=limit, offset=offset),
-        }
+        return LeanReply(
+            {
+                "jobs": [job_list_item_body(row) for row in rows],
+                "pagination": page_description(total=total, limit=limit, offset=offset),
+            }
+        )
 
     return read
 
 
-job_detail_view = lean_get(
-    JobDetailApi.as_view(), authenticator=BearerKeyLean(), prepare=_job_detail_prepare
+def _predict_prepare(request: HttpRequest) -> Callable[[ApiKey], LeanReply] | None:
+    """A plain JSON submission. `Prefer` (wait) and any other body go to the view."""
+    if "HTTP_PREFER" in request.META or not json_body_plain(request):
+        return None
+
+    def submit(api_key: ApiKey) -> LeanReply:
+        status, body, replayed = _predict_submit(
+            request, api_key=api_key, data=json_body_parse(request)
+        )
+        return LeanReply(body, status, _replayed_headers(replayed))
+
+    return submit
+
+
+_bearer_key = BearerKeyLean()
+job_detail_view = lean_view(
+    JobDetailApi.as_view(), method="GET", authenticator=_bearer_key, prepare=_job_detail_prepare
 )
-job_list_view = lean_get(
-    JobListApi.as_view(), authenticator=BearerKeyLean(), prepare=_job_list_prepare
+job_list_view = lean_view(
+    JobListApi.as_view(), method="GET", authenticator=_bearer_key, prepare=_job_list_prepare
+)
+predict_view = lean_view(
+    PredictApi.as_view(), method="POST", authenticator=_bearer_key, prepare=_predict_prepare
 )
 
 

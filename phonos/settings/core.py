@@ -83,8 +83,9 @@ MIDDLEWARE = [
     "apps.common.middleware.RequestSizeLimitMiddleware",
     "apps.usage.middleware.UsageRecordingMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    # The polled reads answer here, without the dashboard's middleware below.
-    "apps.common.middleware.LeanReadMiddleware",
+    # The hot path (the polled reads, the submission) answers here, without the dashboard's
+    # middleware below.
+    "apps.common.middleware.LeanApiMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

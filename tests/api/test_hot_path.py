@@ -26,16 +26,19 @@ from django.test import RequestFactory
 from django.utils import timezone
 from rest_framework.response import Response
 
+from apps.accounts.models import ApiKey
 from apps.accounts.services import api_key_revoke
 from apps.billing.models import LedgerEntry
 from apps.common.counters import PENDING_HASH, counters_flush
-from apps.common.middleware import LeanReadMiddleware
-from apps.common.request_usage import RequestUsage
+from apps.common.middleware import LeanApiMiddleware
+from apps.common.parsers import MAX_DEPTH
+from apps.common.ratelimit import CREDENTIALS_VERSION_KEY, redis_client
+from apps.common.request_usage import RequestUsage, request_usage
 from apps.jobs.apis import JobDetailApi, JobListApi
 from apps.jobs.models import Job
 from apps.usage.models import UsageCounter, UsageFold
 from apps.usage.services import CLAIM_PREFIX, CLAIMS_SET, usage_fold, usage_record
-from tests.conftest import ESMFOLD_JOB, free_port, wait_until_serving, worker_environment
+from tests.conftest import ESMFOLD_JOB, Client, free_port, wait_until_serving, worker_environment
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -179,7 +182,7 @@ def test_the_lean_reads_answer_byte_for_byte_as_the_drf_views(alice, charlie):
 
 
 def test_the_lean_reads_skip_the_dashboards_middleware_and_keep_its_headers(alice):
-    """LeanReadMiddleware answers a lean read before sessions, CSRF, messages, axes and
+    """LeanApiMiddleware answers a lean read before sessions, CSRF, messages, axes and
     whitenoise, and adds what they would have added: the same headers as the DRF view gets
     through the whole chain (a listing with `search` goes there)."""
     job_id = alice.post("/v1/predict", ESMFOLD_JOB).json()["job_id"]
@@ -198,7 +201,7 @@ def test_the_lean_reads_skip_the_dashboards_middleware_and_keep_its_headers(alic
         below.append(request.get_full_path())
         return HttpResponse(status=204)
 
-    middleware = LeanReadMiddleware(chain)
+    middleware = LeanApiMiddleware(chain)
     bearer = {"HTTP_AUTHORIZATION": f"Bearer {alice.key}"}
     lean = middleware(RequestFactory().get(f"/v1/jobs/{job_id}", **bearer))
     assert lean.status_code == 200 and json.loads(lean.content)["job_id"] == job_id
@@ -227,6 +230,223 @@ def test_the_lean_reads_keep_the_rate_limit_and_the_error_envelope(make_client):
     assert refused.json()["message"] == "limit: Ensure this value is greater than or equal to 1."
     unauthorized = requests.get(other.base_url + "/v1/jobs/x", timeout=30)
     assert unauthorized.status_code == 401 and set(unauthorized.json()) == {"error", "message"}
+
+
+# --- The lean submission ----------------------------------------------------------------------
+
+# A `Prefer` that asks no wait: the submission goes down the whole chain to PredictApi, which
+# answers it as it would answer it without the header.
+THROUGH_THE_VIEW = {"Prefer": "respond-async"}
+# What differs from one request to the next, whoever answers.
+PER_REQUEST = {"Date", "X-Request-ID", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"}
+
+
+def _submit(client: Client, body: Any, headers: dict[str, str] | None = None) -> requests.Response:
+    """POST /v1/predict with `body` as it is (bytes) or as JSON."""
+    return requests.post(
+        client.base_url + "/v1/predict",
+        data=body if isinstance(body, bytes) else json.dumps(body).encode(),
+        headers={
+            "Authorization": f"Bearer {client.key}",
+            "Content-Type": "application/json",
+            **(headers or {}),
+        },
+        timeout=30,
+    )
+
+
+def _assert_same_answer(lean: requests.Response, drf: requests.Response) -> None:
+    """The same status, body bytes (but for each submission's own job id) and headers."""
+
+    def masked(answer: requests.Response) -> bytes:
+        job_id = answer.json().get("job_id") if answer.status_code == 200 else None
+        return answer.content.replace(job_id.encode(), b"<job id>") if job_id else answer.content
+
+    assert (lean.status_code, masked(lean)) == (drf.status_code, masked(drf))
+    assert set(lean.headers) == set(drf.headers)
+    stable = set(lean.headers) - PER_REQUEST
+    assert {name: lean.headers[name] for name in stable} == {
+        name: drf.headers[name] for name in stable
+    }
+
+
+def test_the_lean_submission_answers_byte_for_byte_as_the_drf_view(make_client):
+    client = make_client(credits=100_000)
+    bodies: list[Any] = [
+        ESMFOLD_JOB,
+        {**ESMFOLD_JOB, "name": "é ✓ \u2028 <b>"},
+        {**ESMFOLD_JOB, "params": {}},
+        b'{"model": "esmfold", "sequence": ',
+        b'{"model": "esmfold", "sequence": "MKT\\u0000A"}',
+        b'{"model": "esmfold", "sequence": "MKTA", "name": "\\ud800"}',
+        b"[" * 100_000 + b"]" * 100_000,
+        b"\xff\xfe{}",
+        b'{"model": "esmfold", "sequence": "MKTA", "params": {"x": NaN}}',
+        [],
+        "esmfold",
+        {"model": "nope", "sequence": "MKTA"},
+        {"model": "esmfold", "sequence": "MKT1"},
+        {"model": "esmfold"},
+        {**ESMFOLD_JOB, "webhook_url": "http://127.0.0.1/hook"},
+        # Around MAX_DEPTH, which holds however deep the parser's call stack is.
+        b"[" * MAX_DEPTH + b"]" * MAX_DEPTH,
+        b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1),
+        b"[" * 320 + b"]" * 320,
+    ]
+    for body in bodies:
+        lean, drf = _submit(client, body), _submit(client, body, THROUGH_THE_VIEW)
+        _assert_same_answer(lean, drf)
+        assert lean.headers["RateLimit-Remaining"] and lean.headers["X-Request-ID"]
+    statuses = [_submit(client, body).status_code for body in bodies]
+    assert statuses == [200] * 3 + [400] * 15
+    messages = [_submit(client, body).json()["message"] for body in bodies]
+    assert messages[3].startswith("Malformed request body: JSON parse error - ")
+    assert "NUL characters" in messages[4] and "unpaired surrogates" in messages[5]
+    too_deep = "Malformed request body: JSON parse error - the document is nested too deeply"
+    assert [messages[6], *messages[-2:]] == [too_deep] * 3 and messages[-3] != too_deep
+    # A charset named, as some clients do; another content type or none is the view's (415).
+    charset = {"Content-Type": "application/json; charset=utf-8"}
+    _assert_same_answer(
+        _submit(client, ESMFOLD_JOB, charset),
+        _submit(client, ESMFOLD_JOB, charset | THROUGH_THE_VIEW),
+    )
+    for content_type in ("text/plain", ""):
+        refused = _submit(client, ESMFOLD_JOB, {"Content-Type": content_type})
+        assert refused.status_code == 415, refused.text
+    assert _submit(client, b"").status_code == 400  # DRF reads no body as {}
+
+
+def test_the_lean_submission_refuses_as_the_drf_view(make_client, settings):
+    poor = make_client(credits=5)
+    lean, drf = _submit(poor, ESMFOLD_JOB), _submit(poor, ESMFOLD_JOB, THROUGH_THE_VIEW)
+    assert lean.status_code == 402
+    _assert_same_answer(lean, drf)
+
+    limited = make_client(rate_limit=2)
+    answers = [_submit(limited, ESMFOLD_JOB, headers) for headers in (None, THROUGH_THE_VIEW) * 2]
+    assert [answer.status_code for answer in answers] == [200, 200, 429, 429]
+    _assert_same_answer(answers[2], answers[3])
+    assert answers[2].json()["reason"] == "rate_limit"
+    assert int(answers[2].headers["Retry-After"]) > 0
+    assert answers[2].headers["RateLimit-Remaining"] == "0"
+
+    busy = make_client(max_active_jobs=1)
+    assert _submit(busy, ESMFOLD_JOB).status_code == 200
+    lean, drf = _submit(busy, ESMFOLD_JOB), _submit(busy, ESMFOLD_JOB, THROUGH_THE_VIEW)
+    assert lean.status_code == 429 and lean.json()["reason"] == "active_jobs"
+    _assert_same_answer(lean, drf)
+
+    settings.PHONOS_REQUIRE_AVAILABLE_WORKER = True  # and no worker runs
+    client = make_client()
+    lean, drf = _submit(client, ESMFOLD_JOB), _submit(client, ESMFOLD_JOB, THROUGH_THE_VIEW)
+    assert lean.status_code == 503 and lean.headers["Retry-After"]
+    _assert_same_answer(lean, drf)
+    assert lean.headers["Retry-After"] == drf.headers["Retry-After"]
+    assert client.balance() == 1000 and poor.balance() == 5
+
+
+def test_the_lean_submission_refuses_a_revoked_key_as_the_drf_view(alice):
+    api_key = alice.account.api_keys.get()
+
+    def revoked_elsewhere() -> None:
+        """Another process's revocation as this one sees it: its cached lookup still fresh, the
+        credentials version bumped in Redis (apps.accounts.key_cache)."""
+        ApiKey.objects.filter(id=api_key.id).update(revoked_at=None)
+        assert alice.get("/v1/jobs").status_code == 200
+        ApiKey.objects.filter(id=api_key.id).update(revoked_at=timezone.now())
+        redis_client().incr(CREDENTIALS_VERSION_KEY)
+
+    revoked_elsewhere()
+    lean = _submit(alice, ESMFOLD_JOB)
+    revoked_elsewhere()
+    drf = _submit(alice, ESMFOLD_JOB, THROUGH_THE_VIEW)
+    assert lean.status_code == 401 and lean.headers["RateLimit-Limit"]
+    _assert_same_answer(lean, drf)
+    # Without a good key the lean path declines: the view refuses it in its own words.
+    for headers in ({}, {"Authorization": "Basic x"}, {"Authorization": "Bearer pk_nope"}):
+        lean, drf = (
+            _submit(alice, ESMFOLD_JOB, headers | extra) for extra in ({}, THROUGH_THE_VIEW)
+        )
+        assert lean.status_code == 401 and lean.headers["WWW-Authenticate"]
+        _assert_same_answer(lean, drf)
+    anonymous = requests.post(alice.base_url + "/v1/predict", json=ESMFOLD_JOB, timeout=30)
+    assert anonymous.status_code == 401
+    assert not Job.objects.exists()
+
+
+def test_the_lean_submission_keeps_idempotency_and_cache_control(alice):
+    key = {"Idempotency-Key": "order-1"}
+    first = _submit(alice, ESMFOLD_JOB, key)
+    replayed = _submit(alice, ESMFOLD_JOB, key)
+    assert first.status_code == 200 and "Idempotent-Replayed" not in first.headers
+    # The replay is the stored body (jsonb: its keys in PostgreSQL's order), the view's as well.
+    assert replayed.json() == first.json() and replayed.headers["Idempotent-Replayed"] == "true"
+    _assert_same_answer(replayed, _submit(alice, ESMFOLD_JOB, key | THROUGH_THE_VIEW))
+    # The fingerprint is over the parsed body: the same JSON written otherwise replays.
+    respelled = _submit(alice, json.dumps(ESMFOLD_JOB, indent=2).encode(), key)
+    assert respelled.content == replayed.content
+    other = {**ESMFOLD_JOB, "name": "another"}
+    conflict = _submit(alice, other, key)
+    assert conflict.status_code == 409
+    _assert_same_answer(conflict, _submit(alice, other, key | THROUGH_THE_VIEW))
+    too_long = {"Idempotency-Key": "k" * 256}
+    refused = _submit(alice, ESMFOLD_JOB, too_long)
+    assert refused.status_code == 400
+    _assert_same_answer(refused, _submit(alice, ESMFOLD_JOB, too_long | THROUGH_THE_VIEW))
+    assert Job.objects.filter(account=alice.account).count() == 1
+    assert alice.balance() == 1000 - 10
+    # An identical job in flight is followed, unless the request asks for no cache.
+    leader = first.json()["job_id"]
+    follower = _submit(alice, ESMFOLD_JOB).json()["job_id"]
+    own_run = _submit(alice, ESMFOLD_JOB, {"Cache-Control": "no-cache"}).json()["job_id"]
+    assert str(Job.objects.get(id=follower).cached_from_id) == leader
+    assert Job.objects.get(id=own_run).cached_from_id is None
+
+
+def test_the_lean_submission_skips_the_dashboards_middleware(alice):
+    """Through LeanApiMiddleware itself: a plain JSON submission never reaches the chain below
+    (and its usage names the model and the credits); everything unusual does. Over HTTP, the
+    answers above carry the same headers as the view's through the whole chain."""
+    below: list[str] = []
+
+    def chain(request: Any) -> Any:
+        below.append(request.path)
+        return HttpResponse(status=204)
+
+    middleware = LeanApiMiddleware(chain)
+    factory = RequestFactory()
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {alice.key}"}
+    submission = factory.post("/v1/predict", ESMFOLD_JOB, content_type="application/json", **bearer)
+    answered = middleware(submission)
+    assert answered.status_code == 200 and json.loads(answered.content)["success"] is True
+    assert answered["X-Frame-Options"] and int(answered["Content-Length"]) > 0
+    assert below == []
+    usage = request_usage(submission)
+    assert (usage.model, usage.credits) == ("esmfold", 10) and usage.api_key_id is not None
+    unusual = [
+        factory.post(
+            "/v1/predict",
+            ESMFOLD_JOB,
+            content_type="application/json",
+            HTTP_PREFER="wait=1",
+            **bearer,
+        ),
+        factory.post("/v1/predict", "MKTA", content_type="text/plain", **bearer),
+        factory.post("/v1/predict", ESMFOLD_JOB, content_type="application/json"),
+        factory.post(
+            "/v1/predict",
+            ESMFOLD_JOB,
+            content_type="application/json",
+            HTTP_ACCEPT="application/json; indent=2",
+            **bearer,
+        ),
+        factory.put("/v1/predict", ESMFOLD_JOB, content_type="application/json", **bearer),
+        factory.post("/v1/validate", ESMFOLD_JOB, content_type="application/json", **bearer),
+    ]
+    for request in unusual:
+        assert middleware(request).status_code == 204
+    assert len(below) == len(unusual)
+    assert Job.objects.filter(account=alice.account).count() == 1
 
 
 def _usage(url: str, key: str) -> dict:
