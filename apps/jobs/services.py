@@ -148,8 +148,8 @@ def _job_create(
     account_locked: bool = False,
     **fields: Any,
 ) -> Job:
-    """Debit and create one job; the caller holds the transaction and publishes it. `fields`
-    set the rest (a job served from a cached result is created completed). `account_locked`:
+    """Debit and create one job, in one transaction (the caller's, where it holds one); the
+    caller publishes it. `fields` set the rest (a job served from a cached result is created completed). `account_locked`:
     the caller already holds the account's row lock in this transaction."""
     cost = submission.cost if cost is None else cost
     job = Job(
@@ -181,16 +181,18 @@ def _job_create(
     # balance, or no room for another active job): the steps one by one, which raise the error.
     # The debit's conditional UPDATE locks the account row until commit, which also makes the
     # active-job count below exact under concurrent submissions near the limit (apps.jobs.limits).
-    if cost > 0:
-        credits_debit_for_job(
-            account_id=account.id, job_id=job_id, cost=cost, model=submission.spec.id
-        )
-    limit = account.active_job_limit
-    if active and not account_has_room(account_id=account.id, limit=limit):
-        raise _too_many_active_jobs(limit)
-    # Hand-written INSERTs (apps.common.sql): compiling them was a good part of a submission.
-    # Both rows in one statement (apps.common.sql): a round trip less per submission.
-    rows_insert(job, event)
+    # One transaction (the caller's, if it holds one: no savepoint).
+    with transaction.atomic(savepoint=False):
+        if cost > 0:
+            credits_debit_for_job(
+                account_id=account.id, job_id=job_id, cost=cost, model=submission.spec.id
+            )
+        limit = account.active_job_limit
+        if active and not account_has_room(account_id=account.id, limit=limit):
+            raise _too_many_active_jobs(limit)
+        # Hand-written INSERTs (apps.common.sql): compiling them was a good part of a
+        # submission. Both rows in one statement: a round trip less per submission.
+        rows_insert(job, event)
     return job
 
 
@@ -205,19 +207,31 @@ _ACTIVE_GUARD = " AND (SELECT n FROM active_count) < %s"
 
 
 def _job_debit_create(*, job: Job, event: JobEvent, active: bool, account_locked: bool) -> bool:
-    """Debit and write `job` and `event` in one statement. False: nothing was written (a short
-    balance, or no room for another active job; the caller finds out which)."""
+    """Debit and write `job` and `event` in one statement, a transaction of its own unless the
+    caller holds one (or a count is due, which takes the account's lock first). False: nothing
+    was written (a short balance, or no room for another active job; the caller finds out
+    which)."""
     account = job.account
-    limit = account.active_job_limit
-    count_due = active and not account_room_assumed(account_id=account.id, limit=limit)
-    count, guard = "", ""
-    count_parameters: list[Any] = []
-    guard_parameters: tuple[Any, ...] = ()
-    if count_due:
+    count_due = active and not account_room_assumed(
+        account_id=account.id, limit=account.active_job_limit
+    )
+    if not count_due:
+        return _job_debit_statement(job=job, event=event, count_due=False)
+    with transaction.atomic(savepoint=False):
         if not account_locked:
             # The count must see every job committed before it: a statement's snapshot is
             # taken when it starts, so the lock cannot be taken by the statement that counts.
             _account_lock(account_id=account.id)
+        return _job_debit_statement(job=job, event=event, count_due=True)
+
+
+def _job_debit_statement(*, job: Job, event: JobEvent, count_due: bool) -> bool:
+    account = job.account
+    limit = account.active_job_limit
+    count, guard = "", ""
+    count_parameters: list[Any] = []
+    guard_parameters: tuple[Any, ...] = ()
+    if count_due:
         count_sql, count_parameters = account_active_count_sql(account_id=account.id, limit=limit)
         count = f"active_count (n) AS ({count_sql}), "
         guard, guard_parameters = _ACTIVE_GUARD, (limit,)
@@ -434,7 +448,6 @@ def _cached_job_create(
     return job
 
 
-@transaction.atomic
 def job_submit(
     *,
     account: Account,
@@ -444,7 +457,11 @@ def job_submit(
 ) -> Job:
     """Charge and create a job. With the cache allowed (params.cache and the caller's
     `use_cache`, false for `Cache-Control: no-cache`): an identical completed job answers it at
-    once, and an identical job in flight takes it along (single-flight); else it is queued."""
+    once, and an identical job in flight takes it along (single-flight); else it is queued.
+
+    Without the cache, on PostgreSQL, far below the account's active-job limit and outside a
+    caller's transaction, the whole charge is one statement (`_job_create`), its own
+    transaction: no BEGIN and COMMIT round trips. Anything more is one transaction."""
     if "protein_job_id" in submission.params:
         protein_job_get(
             account_id=account.id,
@@ -452,42 +469,53 @@ def job_submit(
             max_residues=submission.spec.max_length,
         )
     key = submission_key(submission=submission, account_id=account.id)
-    cache = use_cache and submission.use_cache
-    if cache:
-        _submissions_serialize(key=key, account=account)
-        matches = _key_matches_find(key=key, account_id=account.id)
-        source = matches.source
-        if source is not None:
-            # A stored result needs no worker: it is served even while none is up.
-            return _cached_job_create(
-                account=account, api_key=api_key, submission=submission, source=source, key=key
-            )
+    if use_cache and submission.use_cache:
+        return _job_submit_reusing(account=account, api_key=api_key, submission=submission, key=key)
     models_available_require({submission.spec.id})
-    if cache:
-        leader_id = matches.leader_id
-        if leader_id is not None:
-            # Charged in full like any job: should the leader be cancelled, this one runs.
-            # Completed from the leader's run, it is refunded down to the reuse price.
-            _queue_capacity_check(new_jobs=1)
-            return _job_create(
-                account=account,
-                api_key=api_key,
-                submission=submission,
-                job_id=uuid.uuid4(),
-                key=key,
-                cached=True,
-                cached_from_id=leader_id,
-                outputs_of_id=leader_id,
-                account_locked=True,
-            )
     _queue_capacity_check(new_jobs=1)
+    job = _job_create(
+        account=account, api_key=api_key, submission=submission, job_id=uuid.uuid4(), key=key
+    )
+    transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
+    return job
+
+
+@transaction.atomic
+def _job_submit_reusing(
+    *, account: Account, api_key: ApiKey | None, submission: CleanedSubmission, key: str
+) -> Job:
+    _submissions_serialize(key=key, account=account)
+    matches = _key_matches_find(key=key, account_id=account.id)
+    source = matches.source
+    if source is not None:
+        # A stored result needs no worker: it is served even while none is up.
+        return _cached_job_create(
+            account=account, api_key=api_key, submission=submission, source=source, key=key
+        )
+    models_available_require({submission.spec.id})
+    _queue_capacity_check(new_jobs=1)
+    leader_id = matches.leader_id
+    if leader_id is not None:
+        # Charged in full like any job: should the leader be cancelled, this one runs.
+        # Completed from the leader's run, it is refunded down to the reuse price.
+        return _job_create(
+            account=account,
+            api_key=api_key,
+            submission=submission,
+            job_id=uuid.uuid4(),
+            key=key,
+            cached=True,
+            cached_from_id=leader_id,
+            outputs_of_id=leader_id,
+            account_locked=True,
+        )
     job = _job_create(
         account=account,
         api_key=api_key,
         submission=submission,
         job_id=uuid.uuid4(),
         key=key,
-        account_locked=cache,
+        account_locked=True,
     )
     transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
     return job
@@ -996,7 +1024,8 @@ def job_submit_batch(
     for index, item in enumerate(items):
         try:
             submission = submission_clean(item)
-            job = job_submit(account=account, api_key=api_key, submission=submission)
+            with transaction.atomic():  # a savepoint: a refused item leaves the others
+                job = job_submit(account=account, api_key=api_key, submission=submission)
         except ApplicationError as error:
             results.append(BatchItemResult(index=index, error=error.error, message=error.message))
         else:
