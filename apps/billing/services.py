@@ -141,46 +141,82 @@ def credits_purchase(
     )
 
 
-_JOB_DEBIT_SQL = """
-WITH debited AS (
+# The debit of a job as two common table expressions: the conditional UPDATE, then the ledger
+# entry from the balance it left. `{guard}` may add conditions of the caller's to the UPDATE.
+_JOB_DEBIT_WITH = """
+debited AS (
     UPDATE {account} SET credit_balance = credit_balance - %s
-    WHERE id = %s AND credit_balance >= %s RETURNING credit_balance
-)
-INSERT INTO {ledger} (account_id, kind, amount, balance_after, job_id, reference, description,
-    created_at)
-SELECT %s, %s, %s, credit_balance, %s, '', %s, %s FROM debited RETURNING id, balance_after
-"""
+    WHERE id = %s AND credit_balance >= %s{guard} RETURNING credit_balance
+),
+{entry} AS (
+    INSERT INTO {ledger} (account_id, kind, amount, balance_after, job_id, reference,
+        description, created_at)
+    SELECT %s, %s, %s, credit_balance, %s, '', %s, %s FROM debited RETURNING id, balance_after
+)"""
+_JOB_DEBIT_DESCRIPTION = "Job submitted"
+
+
+def job_debit_with(
+    *,
+    account_id: int,
+    job_id: uuid.UUID,
+    cost: int,
+    entry: str,
+    guard: str = "",
+    guard_parameters: tuple[Any, ...] = (),
+) -> tuple[str, list[Any]]:
+    """PostgreSQL: `_apply`'s debit of a job as the common table expressions of one statement
+    (SQL and parameters), for a caller that writes more in the same statement. The CTE named
+    `entry` yields the ledger entry's `id` and `balance_after`, or no row where nothing was
+    written: a short balance, no such account, or a `guard` (SQL added to the UPDATE's WHERE,
+    with its `guard_parameters`) that did not hold. The caller must then find out why (e.g.
+    `credits_debit_for_job`, which raises the errors `_apply` raises) and record the debit's
+    metric (`credits_debited_observe`) where it wrote."""
+    quote = connection.ops.quote_name
+    statement = _JOB_DEBIT_WITH.format(
+        account=quote(Account._meta.db_table),
+        ledger=quote(LedgerEntry._meta.db_table),
+        entry=quote(entry),
+        guard=guard,
+    )
+    kind = str(LedgerEntry.Kind.JOB_DEBIT)
+    parameters = [
+        cost,
+        account_id,
+        cost,
+        *guard_parameters,
+        account_id,
+        kind,
+        -cost,
+        job_id,
+        _JOB_DEBIT_DESCRIPTION,
+        timezone.now(),
+    ]
+    return statement, parameters
 
 
 def _job_debit_sql(*, account_id: int, job_id: uuid.UUID, cost: int) -> LedgerEntry | None:
-    """`_apply`'s debit as one hand-written statement on PostgreSQL (the same conditional
-    UPDATE, then the entry from the balance it left), so a submission does not compile three
-    ORM statements. None: the balance is short (or no such account); nothing was written."""
-    quote = connection.ops.quote_name
-    statement = _JOB_DEBIT_SQL.format(
-        account=quote(Account._meta.db_table), ledger=quote(LedgerEntry._meta.db_table)
+    """`_apply`'s debit as one hand-written statement on PostgreSQL, so a submission does not
+    compile three ORM statements. None: the balance is short (or no such account); nothing
+    was written."""
+    with_sql, parameters = job_debit_with(
+        account_id=account_id, job_id=job_id, cost=cost, entry="entry"
     )
-    now = timezone.now()
-    description = "Job submitted"
-    kind = LedgerEntry.Kind.JOB_DEBIT
     with connection.cursor() as cursor:
-        cursor.execute(
-            statement,
-            [cost, account_id, cost, account_id, str(kind), -cost, job_id, description, now],
-        )
+        cursor.execute(f"WITH {with_sql} SELECT id, balance_after FROM entry", parameters)
         row = cursor.fetchone()
     if row is None:
         return None
     entry = LedgerEntry(
         id=row[0],
         account_id=account_id,
-        kind=kind,
+        kind=LedgerEntry.Kind.JOB_DEBIT,
         amount=-cost,
         balance_after=row[1],
         job_id=job_id,
         reference="",
-        description=description,
-        created_at=now,
+        description=_JOB_DEBIT_DESCRIPTION,
+        created_at=parameters[-1],
     )
     entry._state.adding = False
     entry._state.db = "default"
@@ -201,7 +237,7 @@ def credits_debit_for_job(
             amount=-cost,
             kind=LedgerEntry.Kind.JOB_DEBIT,
             job_id=job_id,
-            description="Job submitted",
+            description=_JOB_DEBIT_DESCRIPTION,
         )
     credits_debited_observe(model=model, amount=cost)
     return entry

@@ -7,6 +7,7 @@ columns (JSON decoding; on SQLite datetimes, UUIDs and booleans), so the values 
 `values()` would return. Anything else uses the ORM.
 """
 
+import re
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -169,6 +170,60 @@ def rows_insert(*objs: Model, using: str = "default") -> None:
             cursor.execute(statement, parameters)
             if returned is not None:
                 setattr(last, returned, cursor.fetchone()[0])
+    rows_saved(*objs, using=using)
+
+
+def rows_saved(*objs: Model, using: str = "default") -> None:
+    """Mark `objs` as rows of the database, as `save()` leaves them."""
     for obj in objs:
         obj._state.adding = False
         obj._state.db = using
+
+
+# A cast to `varchar(n)` would cut a longer text short without a word; to `varchar` the
+# column's own length still refuses it, as a plain INSERT does.
+_LENGTH = re.compile(r"^(character varying|varchar)\(\d+\)$")
+
+
+def _cast_type(field: Field[Any, Any], connection: BaseDatabaseWrapper) -> str:
+    db_type = field.db_type(connection)
+    assert db_type is not None, field
+    return _LENGTH.sub(r"\1", db_type)
+
+
+def rows_insert_from(
+    source: str, *objs: Model, using: str = "default"
+) -> tuple[list[str], list[Any]]:
+    """PostgreSQL: the INSERT of each of `objs` as `INSERT INTO <table> (<columns>) SELECT
+    <values> FROM <source>`, written only if `source` (a common table expression of the same
+    statement, one row at most) yields a row: a guarded write that needs no round trip of its
+    own. Returns the statements, for the caller's WITH, and their parameters in order; call
+    `rows_saved` once the statement ran and wrote. The values are those `rows_insert` sends,
+    each cast to its column's type, since a SELECT list, unlike VALUES, takes no type from the
+    INSERT's columns. A primary key that the database assigns is not read back."""
+    connection = connections[using]
+    statements, parameters = [], []
+    for obj in objs:
+        statement, fields = _insert_from_of(connection, type(obj), source)
+        statements.append(statement)
+        parameters += [
+            field.get_db_prep_save(field.pre_save(obj, True), connection) for field in fields
+        ]
+    return statements, parameters
+
+
+_INSERTS_FROM: dict[tuple[str, type[Model], str], tuple[str, list[Field[Any, Any]]]] = {}
+
+
+def _insert_from_of(
+    connection: BaseDatabaseWrapper, model: type[Model], source: str
+) -> tuple[str, list[Field[Any, Any]]]:
+    key = (connection.vendor, model, source)
+    cached = _INSERTS_FROM.get(key)
+    if cached is None:
+        statement, fields, _ = _insert_of(connection, model)
+        columns = statement[: statement.index(" VALUES ")]
+        casts = ", ".join(f"CAST(%s AS {_cast_type(field, connection)})" for field in fields)
+        from_source = f"{columns} SELECT {casts} FROM {connection.ops.quote_name(source)}"
+        cached = _INSERTS_FROM[key] = (from_source, fields)
+    return cached

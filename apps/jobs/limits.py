@@ -46,21 +46,32 @@ class _RecentCounts:
 
     def fits(self, key: Hashable, *, limit: int, adding: int, count: Callable[[], int]) -> bool:
         """Whether `adding` more stay within `limit`; `count()` reads the figure (bounded)."""
+        if self.far_below(key, limit=limit, adding=adding):
+            return True
+        return self.counted(key, limit=limit, adding=adding, counted=count())
+
+    def far_below(self, key: Hashable, *, limit: int, adding: int) -> bool:
+        """True: a recent count says `adding` more stay far below `limit`, and they are added
+        to it; False: it takes a count (`counted`)."""
+        if limit < FAR_LIMIT:
+            return False
         now = time.monotonic()
-        if limit >= FAR_LIMIT:
-            with self._lock:
-                seen = self._counts.get(key)
-                if seen is not None and now - seen[0] < RECOUNT_SECONDS:
-                    estimate = seen[1] + adding
-                    if estimate <= limit // 2:
-                        self._counts[key] = (seen[0], estimate)
-                        return True
-        counted = count()
+        with self._lock:
+            seen = self._counts.get(key)
+            if seen is not None and now - seen[0] < RECOUNT_SECONDS:
+                estimate = seen[1] + adding
+                if estimate <= limit // 2:
+                    self._counts[key] = (seen[0], estimate)
+                    return True
+        return False
+
+    def counted(self, key: Hashable, *, limit: int, adding: int, counted: int) -> bool:
+        """Whether `adding` more stay within `limit` by a count just read; remembered."""
         fits = counted + adding <= limit
         with self._lock:
             if len(self._counts) >= _MAX_ENTRIES:
                 self._counts.clear()
-            self._counts[key] = (now, counted + adding if fits else counted)
+            self._counts[key] = (time.monotonic(), counted + adding if fits else counted)
         return fits
 
     def clear(self) -> None:
@@ -95,8 +106,28 @@ def account_has_room(*, account_id: int, limit: int) -> bool:
         ("active", account_id),
         limit=limit,
         adding=1,
-        count=lambda: _count(_ACTIVE_SQL, [account_id, *Job.ACTIVE, limit + 1]),
+        count=lambda: _count(*account_active_count_sql(account_id=account_id, limit=limit)),
     )
+
+
+def account_room_assumed(*, account_id: int, limit: int) -> bool:
+    """True: far below a large limit by this process's recent count, the account has room for
+    one more active job without a count (and it is added to that count). False: count, either
+    with `account_has_room` or, in a statement of one's own, with `account_active_count_sql`
+    and then `account_room_counted`."""
+    return _recent.far_below(("active", account_id), limit=limit, adding=1)
+
+
+def account_active_count_sql(*, account_id: int, limit: int) -> tuple[str, list[Any]]:
+    """The account's bounded active-job count as one SELECT (SQL and parameters), for a
+    statement that counts and writes at once; run it holding the account's row lock."""
+    return _ACTIVE_SQL, [account_id, *Job.ACTIVE, limit + 1]
+
+
+def account_room_counted(*, account_id: int, limit: int, counted: int) -> bool:
+    """Whether one more active job fits by `counted` (from `account_active_count_sql`);
+    remembered as `account_has_room` remembers its own count."""
+    return _recent.counted(("active", account_id), limit=limit, adding=1, counted=counted)
 
 
 def recent_counts_clear() -> None:

@@ -6,6 +6,10 @@ from django.db.models import F, Q
 from apps.common.request_context import REQUEST_ID_MAX_LENGTH
 from apps.jobs.registry import MODELS, ModelSpec
 
+# Each submission writes every index of the job table, so it has none that another index or
+# none at all serves (docs/benchmarks.md, the seventh round).
+_NON_NULL_INDEXES = ("depends_on", "cached_from", "outputs_of")
+
 
 class Job(models.Model):
     class Status(models.TextChoices):
@@ -19,17 +23,26 @@ class Job(models.Model):
     TERMINAL = (Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    account = models.ForeignKey("accounts.Account", on_delete=models.CASCADE, related_name="jobs")
+    # Indexed by the (account, created_at) and (account, status) indexes below, which lead with
+    # it: an index of its own would be one more for every submission to write.
+    account = models.ForeignKey(
+        "accounts.Account", on_delete=models.CASCADE, related_name="jobs", db_index=False
+    )
     api_key = models.ForeignKey(
         "accounts.ApiKey", on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs"
     )
     name = models.CharField(max_length=200, blank=True)
-    model = models.CharField(max_length=32, db_index=True)
+    model = models.CharField(max_length=32)
     sequence = models.TextField()
     params = models.JSONField(default=dict)
     # A pipeline's dock waits for its fold: published only once that job completed.
     depends_on = models.ForeignKey(
-        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="dependents"
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="dependents",
+        db_index=False,  # _NON_NULL_INDEXES
     )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     # Worker progress: waiting_for_dependency, queued, loading_model, msa, inference, writing_outputs, done.
@@ -68,11 +81,21 @@ class Job(models.Model):
     # Served without a run of its own: an earlier result reused, or another job's run ridden.
     cached = models.BooleanField(default=False)
     cached_from = models.ForeignKey(
-        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="cache_followers"
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="cache_followers",
+        db_index=False,  # _NON_NULL_INDEXES
     )
     # The job whose storage prefix holds this job's outputs (shared by reference); null: its own.
     outputs_of = models.ForeignKey(
-        "self", on_delete=models.SET_NULL, null=True, blank=True, related_name="output_sharers"
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="output_sharers",
+        db_index=False,  # _NON_NULL_INDEXES
     )
     # The weights the worker actually used (its runner's report), next to the declared identity
     # that went into job_key.
@@ -84,7 +107,6 @@ class Job(models.Model):
             models.Index(fields=["account", "-created_at"]),
             models.Index(fields=["account", "status"]),
             models.Index(fields=["status", "enqueued_at"]),
-            models.Index(fields=["job_key", "status"], name="job_key_status"),
             # A submission's two lookups by key (apps.jobs.services._KEY_LOOKUP_SQL), each read
             # in one step however many jobs share the key: every cache hit and every job riding
             # on a run is one more job with it, and the key index alone made both lookups walk
@@ -103,6 +125,14 @@ class Job(models.Model):
                     deleted_at__isnull=True,
                 ),
                 name="job_key_leader",
+            ),
+            *(
+                # Read by `= id` only (followers, sharers, dependents, and SET_NULL on delete),
+                # and null on most jobs: a partial index is not written for those.
+                models.Index(
+                    fields=[name], condition=Q(**{f"{name}__isnull": False}), name=f"job_{name}"
+                )
+                for name in _NON_NULL_INDEXES
             ),
         ]
 

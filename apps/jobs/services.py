@@ -17,9 +17,13 @@ from django.db.models import Field, Q, QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import Account, ApiKey
-from apps.billing.services import credits_debit_for_job, credits_refund_for_job
+from apps.billing.services import (
+    credits_debit_for_job,
+    credits_refund_for_job,
+    job_debit_with,
+)
 from apps.common.exceptions import ApplicationError, Conflict, InvalidInput, TooManyRequests
-from apps.common.metrics import job_finished_observe
+from apps.common.metrics import credits_debited_observe, job_finished_observe
 from apps.common.queues import (
     UNACKED_SCAN_LIMIT,
     broker_state,
@@ -28,11 +32,17 @@ from apps.common.queues import (
     task_publish,
 )
 from apps.common.request_context import request_id_current
-from apps.common.sql import rows_insert
+from apps.common.sql import rows_insert, rows_insert_from, rows_saved
 from apps.jobs.availability import models_available_require
 from apps.jobs.catalog import CleanedPipeline, CleanedSubmission, submission_clean
 from apps.jobs.job_keys import job_key
-from apps.jobs.limits import account_has_room, queue_has_room
+from apps.jobs.limits import (
+    account_active_count_sql,
+    account_has_room,
+    account_room_assumed,
+    account_room_counted,
+    queue_has_room,
+)
 from apps.jobs.models import Job, JobEvent
 from apps.jobs.registry import MODELS
 from apps.jobs.selectors import (
@@ -115,6 +125,16 @@ def _queue_capacity_check(*, new_jobs: int) -> None:
         )
 
 
+def _too_many_active_jobs(limit: int) -> TooManyRequests:
+    return TooManyRequests(
+        f"This account already has {limit} active jobs, the most it may have at once; "
+        "wait for some to finish",
+        error="Too many active jobs",
+        reason="active_jobs",
+        retry_after=30,
+    )
+
+
 def _job_create(
     *,
     account: Account,
@@ -125,26 +145,13 @@ def _job_create(
     depends_on_id: uuid.UUID | None = None,
     cost: int | None = None,
     active: bool = True,
+    account_locked: bool = False,
     **fields: Any,
 ) -> Job:
-    """Debit and create one job; the caller holds the transaction and publishes it. `fields`
-    set the rest (a job served from a cached result is created completed)."""
+    """Debit and create one job, in one transaction (the caller's, where it holds one); the
+    caller publishes it. `fields` set the rest (a job served from a cached result is created completed). `account_locked`:
+    the caller already holds the account's row lock in this transaction."""
     cost = submission.cost if cost is None else cost
-    # The debit's conditional UPDATE locks the account row until commit, which also makes the
-    # active-job count below exact under concurrent submissions near the limit (apps.jobs.limits).
-    if cost > 0:
-        credits_debit_for_job(
-            account_id=account.id, job_id=job_id, cost=cost, model=submission.spec.id
-        )
-    limit = account.active_job_limit
-    if active and not account_has_room(account_id=account.id, limit=limit):
-        raise TooManyRequests(
-            f"This account already has {limit} active jobs, the most it may have at once; "
-            "wait for some to finish",
-            error="Too many active jobs",
-            reason="active_jobs",
-            retry_after=30,
-        )
     job = Job(
         id=job_id,
         account=account,
@@ -162,13 +169,101 @@ def _job_create(
         job_key=key,
         **fields,
     )
-    # Hand-written INSERTs (apps.common.sql): compiling them was a good part of a submission.
-    # Both rows in one statement (apps.common.sql): a round trip less per submission.
-    rows_insert(job, JobEvent(job_id=job.id, status=job.status, stage=job.stage, progress=None))
     # Not announced (apps.jobs.streams): streams follow one job each, and no stream can wait
     # on this one before the response names it; a stream opened then reads this event from
     # the table first. A Redis PUBLISH less per submission.
+    event = JobEvent(job_id=job.id, status=job.status, stage=job.stage, progress=None)
+    if cost > 0 and connection.vendor == "postgresql":
+        if _job_debit_create(job=job, event=event, active=active, account_locked=account_locked):
+            credits_debited_observe(model=job.model, amount=cost)
+            return job
+    # SQLite, a job that costs nothing, or the one statement above wrote nothing (a short
+    # balance, or no room for another active job): the steps one by one, which raise the error.
+    # The debit's conditional UPDATE locks the account row until commit, which also makes the
+    # active-job count below exact under concurrent submissions near the limit (apps.jobs.limits).
+    # One transaction (the caller's, if it holds one: no savepoint).
+    with transaction.atomic(savepoint=False):
+        if cost > 0:
+            credits_debit_for_job(
+                account_id=account.id, job_id=job_id, cost=cost, model=submission.spec.id
+            )
+        limit = account.active_job_limit
+        if active and not account_has_room(account_id=account.id, limit=limit):
+            raise _too_many_active_jobs(limit)
+        # Hand-written INSERTs (apps.common.sql): compiling them was a good part of a
+        # submission. Both rows in one statement: a round trip less per submission.
+        rows_insert(job, event)
     return job
+
+
+# The submission's writes in one statement, one round trip (PostgreSQL): the account's bounded
+# active-job count where one is due, the debit and its ledger entry (apps.billing), then the job
+# and its event, each written only if the entry was.
+_JOB_CREATE_SQL = """WITH {count}{debit},
+job_row AS ({job}),
+event_row AS ({event})
+SELECT {counted}, EXISTS (SELECT 1 FROM entry)"""
+_ACTIVE_GUARD = " AND (SELECT n FROM active_count) < %s"
+
+
+def _job_debit_create(*, job: Job, event: JobEvent, active: bool, account_locked: bool) -> bool:
+    """Debit and write `job` and `event` in one statement, a transaction of its own unless the
+    caller holds one (or a count is due, which takes the account's lock first). False: nothing
+    was written (a short balance, or no room for another active job; the caller finds out
+    which)."""
+    account = job.account
+    count_due = active and not account_room_assumed(
+        account_id=account.id, limit=account.active_job_limit
+    )
+    if not count_due:
+        return _job_debit_statement(job=job, event=event, count_due=False)
+    with transaction.atomic(savepoint=False):
+        if not account_locked:
+            # The count must see every job committed before it: a statement's snapshot is
+            # taken when it starts, so the lock cannot be taken by the statement that counts.
+            _account_lock(account_id=account.id)
+        return _job_debit_statement(job=job, event=event, count_due=True)
+
+
+def _job_debit_statement(*, job: Job, event: JobEvent, count_due: bool) -> bool:
+    account = job.account
+    limit = account.active_job_limit
+    count, guard = "", ""
+    count_parameters: list[Any] = []
+    guard_parameters: tuple[Any, ...] = ()
+    if count_due:
+        count_sql, count_parameters = account_active_count_sql(account_id=account.id, limit=limit)
+        count = f"active_count (n) AS ({count_sql}), "
+        guard, guard_parameters = _ACTIVE_GUARD, (limit,)
+    debit, debit_parameters = job_debit_with(
+        account_id=account.id,
+        job_id=job.id,
+        cost=job.cost_credits,
+        entry="entry",
+        guard=guard,
+        guard_parameters=guard_parameters,
+    )
+    (job_insert, event_insert), insert_parameters = rows_insert_from("entry", job, event)
+    statement = _JOB_CREATE_SQL.format(
+        count=count,
+        debit=debit,
+        job=job_insert,
+        event=event_insert,
+        counted="(SELECT n FROM active_count)" if count_due else "NULL",
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [*count_parameters, *debit_parameters, *insert_parameters])
+        counted, written = cursor.fetchone()
+    if counted is not None and (written or counted >= limit):
+        account_room_counted(account_id=account.id, limit=limit, counted=counted)
+    if written:
+        rows_saved(job, event)
+    return bool(written)
+
+
+def _account_lock(*, account_id: int) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_ACCOUNT_LOCK_SQL, [account_id])
 
 
 # --- Job keys, result reuse and single-flight ---------------------------------------------------
@@ -240,22 +335,28 @@ def _submissions_serialize(*, key: str, account: Account) -> None:
     IMMEDIATE, so a writer holds the whole database from its first statement to commit."""
     if connection.vendor != "postgresql":
         return
+    _account_lock(account_id=account.id)
     with connection.cursor() as cursor:
-        cursor.execute(_ACCOUNT_LOCK_SQL, [account.id])
         if settings.PHONOS_SHARED_RESULT_CACHE:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(key[:15], 16)])
 
 
 _SOURCE_COLUMNS = ("id", "outputs_of_id", "output_file", "result_summary", "metadata", "weights")
 # reusable_job_find and _flight_leader_find in one statement: (1, the stored result) and/or
-# (2, the leader in flight), the same conditions and order as those two querysets.
-_KEY_LOOKUP_SQL = """
-(SELECT 1, {columns} FROM jobs_job WHERE {scope} job_key = %s AND status = %s
+# (2, the leader in flight), the same conditions and order as those two querysets. The statuses
+# and the stage are written into the SQL, not sent as parameters: a prepared statement's generic
+# plan (PostgreSQL's choice after five executions) can use the partial indexes `job_key_stored_
+# result` and `job_key_leader` only where their conditions can be seen in the statement. With
+# parameters it either walked every completed job of the table by status, or was planned again
+# on every execution (0.3 ms) because that plan looked too dear.
+_COMPLETED, _PENDING, _RUNNING = (status.value for status in (Job.Status.COMPLETED, *Job.ACTIVE))
+_KEY_LOOKUP_SQL = f"""
+(SELECT 1, {{columns}} FROM jobs_job WHERE {{scope}} job_key = %s AND status = '{_COMPLETED}'
     AND deleted_at IS NULL AND output_file <> '' ORDER BY finished_at DESC LIMIT 1)
 UNION ALL
-(SELECT 2, {columns} FROM jobs_job WHERE {scope} job_key = %s AND status IN (%s, %s)
-    AND cached_from_id IS NULL AND deleted_at IS NULL AND stage <> %s
-    ORDER BY created_at LIMIT 1)
+(SELECT 2, {{columns}} FROM jobs_job WHERE {{scope}} job_key = %s
+    AND status IN ('{_PENDING}', '{_RUNNING}') AND cached_from_id IS NULL AND deleted_at IS NULL
+    AND stage <> '{WAITING_FOR_DEPENDENCY}' ORDER BY created_at LIMIT 1)
 """
 
 
@@ -285,15 +386,7 @@ def _key_matches_find(*, key: str, account_id: int) -> _KeyMatches:
         scope="" if shared else "account_id = %s AND",
     )
     scope = [] if shared else [account_id]
-    parameters: list[Any] = [
-        *scope,
-        key,
-        Job.Status.COMPLETED.value,
-        *scope,
-        key,
-        *Job.ACTIVE,
-        WAITING_FOR_DEPENDENCY,
-    ]
+    parameters: list[Any] = [*scope, key, *scope, key]
     with connection.cursor() as cursor:
         cursor.execute(statement, parameters)
         rows = cursor.fetchall()
@@ -335,6 +428,7 @@ def _cached_job_create(
         key=key,
         cost=settings.PHONOS_CACHE_HIT_CREDITS,
         active=False,
+        account_locked=True,  # job_submit's _submissions_serialize
         status=Job.Status.COMPLETED,
         cached=True,
         cached_from=source,
@@ -352,7 +446,6 @@ def _cached_job_create(
     return job
 
 
-@transaction.atomic
 def job_submit(
     *,
     account: Account,
@@ -362,7 +455,11 @@ def job_submit(
 ) -> Job:
     """Charge and create a job. With the cache allowed (params.cache and the caller's
     `use_cache`, false for `Cache-Control: no-cache`): an identical completed job answers it at
-    once, and an identical job in flight takes it along (single-flight); else it is queued."""
+    once, and an identical job in flight takes it along (single-flight); else it is queued.
+
+    Without the cache, on PostgreSQL, far below the account's active-job limit and outside a
+    caller's transaction, the whole charge is one statement (`_job_create`), its own
+    transaction: no BEGIN and COMMIT round trips. Anything more is one transaction."""
     if "protein_job_id" in submission.params:
         protein_job_get(
             account_id=account.id,
@@ -370,40 +467,53 @@ def job_submit(
             max_residues=submission.spec.max_length,
         )
     key = submission_key(submission=submission, account_id=account.id)
-    cache = use_cache and submission.use_cache
-    if cache:
-        _submissions_serialize(key=key, account=account)
-        matches = _key_matches_find(key=key, account_id=account.id)
-        source = matches.source
-        if source is not None:
-            # A stored result needs no worker: it is served even while none is up.
-            return _cached_job_create(
-                account=account, api_key=api_key, submission=submission, source=source, key=key
-            )
+    if use_cache and submission.use_cache:
+        return _job_submit_reusing(account=account, api_key=api_key, submission=submission, key=key)
     models_available_require({submission.spec.id})
-    if cache:
-        leader_id = matches.leader_id
-        if leader_id is not None:
-            # Charged in full like any job: should the leader be cancelled, this one runs.
-            # Completed from the leader's run, it is refunded down to the reuse price.
-            _queue_capacity_check(new_jobs=1)
-            return _job_create(
-                account=account,
-                api_key=api_key,
-                submission=submission,
-                job_id=uuid.uuid4(),
-                key=key,
-                cached=True,
-                cached_from_id=leader_id,
-                outputs_of_id=leader_id,
-            )
     _queue_capacity_check(new_jobs=1)
+    job = _job_create(
+        account=account, api_key=api_key, submission=submission, job_id=uuid.uuid4(), key=key
+    )
+    transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
+    return job
+
+
+@transaction.atomic
+def _job_submit_reusing(
+    *, account: Account, api_key: ApiKey | None, submission: CleanedSubmission, key: str
+) -> Job:
+    _submissions_serialize(key=key, account=account)
+    matches = _key_matches_find(key=key, account_id=account.id)
+    source = matches.source
+    if source is not None:
+        # A stored result needs no worker: it is served even while none is up.
+        return _cached_job_create(
+            account=account, api_key=api_key, submission=submission, source=source, key=key
+        )
+    models_available_require({submission.spec.id})
+    _queue_capacity_check(new_jobs=1)
+    leader_id = matches.leader_id
+    if leader_id is not None:
+        # Charged in full like any job: should the leader be cancelled, this one runs.
+        # Completed from the leader's run, it is refunded down to the reuse price.
+        return _job_create(
+            account=account,
+            api_key=api_key,
+            submission=submission,
+            job_id=uuid.uuid4(),
+            key=key,
+            cached=True,
+            cached_from_id=leader_id,
+            outputs_of_id=leader_id,
+            account_locked=True,
+        )
     job = _job_create(
         account=account,
         api_key=api_key,
         submission=submission,
         job_id=uuid.uuid4(),
         key=key,
+        account_locked=True,
     )
     transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
     return job
@@ -912,7 +1022,8 @@ def job_submit_batch(
     for index, item in enumerate(items):
         try:
             submission = submission_clean(item)
-            job = job_submit(account=account, api_key=api_key, submission=submission)
+            with transaction.atomic():  # a savepoint: a refused item leaves the others
+                job = job_submit(account=account, api_key=api_key, submission=submission)
         except ApplicationError as error:
             results.append(BatchItemResult(index=index, error=error.error, message=error.message))
         else:

@@ -2,6 +2,7 @@
 backlog far below a large limit is not counted on every submission (apps.jobs.limits)."""
 
 import time
+from functools import partial
 
 import pytest
 from django.db import connection
@@ -10,7 +11,8 @@ from django.test.utils import CaptureQueriesContext
 from apps.jobs import limits
 from apps.jobs.models import Job
 from tests.api.test_auth_and_errors import assert_error
-from tests.conftest import ESMFOLD_JOB
+from tests.api.test_money_and_limits import assert_ledger_balances
+from tests.conftest import ESMFOLD_JOB, parallel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,6 +38,30 @@ def test_a_large_active_job_limit_is_exact_where_it_is_reached(make_client):
     assert f"{limits.FAR_LIMIT} active jobs" in body["message"]
     assert tenant.balance() == 80
     assert Job.objects.filter(account=tenant.account).count() == limits.FAR_LIMIT
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
+def test_parallel_submissions_stop_exactly_at_a_small_active_job_limit(make_client, cache):
+    """The count rides in the statement that debits and writes the job (apps.jobs.services),
+    after the account's row lock: submissions racing for the last places count one by one,
+    whether or not the result cache took the lock first."""
+    tenant = make_client(credits=1_000, max_active_jobs=3)
+    limits.recent_counts_clear()
+    bodies = [
+        {**ESMFOLD_JOB, "sequence": "MKT" + "A" * index, "params": {"cache": cache}}
+        for index in range(12)
+    ]
+    responses = parallel([partial(tenant.post, "/v1/predict", body) for body in bodies], workers=12)
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [200] * 3 + [429] * 9, statuses
+    assert all(
+        response.json()["reason"] == "active_jobs"
+        for response in responses
+        if response.status_code == 429
+    )
+    assert Job.objects.filter(account=tenant.account).count() == 3
+    assert tenant.balance() == 970
+    assert_ledger_balances(tenant.account)
 
 
 def test_a_large_queue_capacity_is_exact_where_it_is_reached(make_client, settings):
