@@ -106,8 +106,13 @@ class Job(models.Model):
         indexes = [
             models.Index(fields=["account", "-created_at"]),
             models.Index(fields=["account", "status"]),
-            models.Index(fields=["status", "enqueued_at"]),
-            # A submission's two lookups by key (apps.jobs.services._KEY_LOOKUP_SQL), each read
+            # The sweeper's and the queue count's (pending jobs). Not on `enqueued_at`, which
+            # a submission's publish writes right after the insert: with no indexed column
+            # changed, PostgreSQL updates the row in place (HOT) instead of adding an entry to
+            # every index of the table (the table keeps room in its pages for it, migration
+            # jobs 0003).
+            models.Index(fields=["status", "created_at"], name="job_status_created"),
+            # A submission's two lookups by key (apps.jobs.services._key_matches_find), each read
             # in one step however many jobs share the key: every cache hit and every job riding
             # on a run is one more job with it, and the key index alone made both lookups walk
             # them all (the newest stored result, and the one leader in flight among followers).

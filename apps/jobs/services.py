@@ -327,37 +327,10 @@ def _flight_leader_find(*, key: str, account_id: int) -> Job | None:
     )
 
 
-def _submissions_serialize(*, key: str, account: Account) -> None:
-    """Make identical submissions look for each other one at a time, until commit: each sees
-    the job the one before created, so ten at once make one run. Within an account the row
-    lock on the account does it (the debit takes it anyway); shared results need a lock on
-    the key itself. SQLite (the embedded default) needs neither: its transactions begin
-    IMMEDIATE, so a writer holds the whole database from its first statement to commit."""
-    if connection.vendor != "postgresql":
-        return
-    _account_lock(account_id=account.id)
-    with connection.cursor() as cursor:
-        if settings.PHONOS_SHARED_RESULT_CACHE:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(key[:15], 16)])
-
-
 _SOURCE_COLUMNS = ("id", "outputs_of_id", "output_file", "result_summary", "metadata", "weights")
-# reusable_job_find and _flight_leader_find in one statement: (1, the stored result) and/or
-# (2, the leader in flight), the same conditions and order as those two querysets. The statuses
-# and the stage are written into the SQL, not sent as parameters: a prepared statement's generic
-# plan (PostgreSQL's choice after five executions) can use the partial indexes `job_key_stored_
-# result` and `job_key_leader` only where their conditions can be seen in the statement. With
-# parameters it either walked every completed job of the table by status, or was planned again
-# on every execution (0.3 ms) because that plan looked too dear.
-_COMPLETED, _PENDING, _RUNNING = (status.value for status in (Job.Status.COMPLETED, *Job.ACTIVE))
-_KEY_LOOKUP_SQL = f"""
-(SELECT 1, {{columns}} FROM jobs_job WHERE {{scope}} job_key = %s AND status = '{_COMPLETED}'
-    AND deleted_at IS NULL AND output_file <> '' ORDER BY finished_at DESC LIMIT 1)
-UNION ALL
-(SELECT 2, {{columns}} FROM jobs_job WHERE {{scope}} job_key = %s
-    AND status IN ('{_PENDING}', '{_RUNNING}') AND cached_from_id IS NULL AND deleted_at IS NULL
-    AND stage <> '{WAITING_FOR_DEPENDENCY}' ORDER BY created_at LIMIT 1)
-"""
+# The lock and both lookups in one round trip: a PL/pgSQL function (migration jobs 0004), since
+# a statement cannot see what was committed while it waited for a lock it takes itself.
+_KEY_MATCHES_SQL = "SELECT * FROM phonos_key_matches(%s, %s, %s, %s)"
 
 
 @dataclass(frozen=True)
@@ -372,23 +345,24 @@ def _job_field(name: str) -> Field[Any, Any]:
     return field
 
 
-def _key_matches_find(*, key: str, account_id: int) -> _KeyMatches:
+def _key_matches_find(*, key: str, account: Account) -> _KeyMatches:
+    """Make identical submissions look for each other one at a time, until commit, and look:
+    each sees the job the one before created, so ten at once make one run. Within an account
+    the row lock on the account does it (the debit takes it anyway); shared results need a lock
+    on the key itself. Both are taken here, in the statement that looks (`_KEY_MATCHES_SQL`).
+    SQLite (the embedded default) needs neither: its transactions begin IMMEDIATE, so a writer
+    holds the whole database from its first statement to commit."""
     if connection.vendor != "postgresql":
-        # SQLite takes no parenthesised members in a UNION: the two querysets themselves.
-        leader = _flight_leader_find(key=key, account_id=account_id)
+        # The two querysets that the function's lookups are.
+        leader = _flight_leader_find(key=key, account_id=account.id)
         return _KeyMatches(
-            source=reusable_job_find(key=key, account_id=account_id),
+            source=reusable_job_find(key=key, account_id=account.id),
             leader_id=leader.id if leader is not None else None,
         )
     shared = settings.PHONOS_SHARED_RESULT_CACHE
-    statement = _KEY_LOOKUP_SQL.format(
-        columns=", ".join(str(_job_field(name).column) for name in _SOURCE_COLUMNS),
-        scope="" if shared else "account_id = %s AND",
-    )
-    scope = [] if shared else [account_id]
-    parameters: list[Any] = [*scope, key, *scope, key]
+    key_lock = int(key[:15], 16) if shared else None
     with connection.cursor() as cursor:
-        cursor.execute(statement, parameters)
+        cursor.execute(_KEY_MATCHES_SQL, [account.id, key, shared, key_lock])
         rows = cursor.fetchall()
     source = leader_id = None
     for row in rows:
@@ -428,7 +402,7 @@ def _cached_job_create(
         key=key,
         cost=settings.PHONOS_CACHE_HIT_CREDITS,
         active=False,
-        account_locked=True,  # job_submit's _submissions_serialize
+        account_locked=True,  # by _key_matches_find
         status=Job.Status.COMPLETED,
         cached=True,
         cached_from=source,
@@ -482,8 +456,7 @@ def job_submit(
 def _job_submit_reusing(
     *, account: Account, api_key: ApiKey | None, submission: CleanedSubmission, key: str
 ) -> Job:
-    _submissions_serialize(key=key, account=account)
-    matches = _key_matches_find(key=key, account_id=account.id)
+    matches = _key_matches_find(key=key, account=account)
     source = matches.source
     if source is not None:
         # A stored result needs no worker: it is served even while none is up.

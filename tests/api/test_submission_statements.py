@@ -1,7 +1,7 @@
 """What a submission sends to PostgreSQL (apps.jobs.services): the statements of each path, and
 plans that stay on the key lookup's partial indexes once PostgreSQL prepares them."""
 
-import re
+import time
 
 import pytest
 from django.db import connection
@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from apps.jobs import limits
 from apps.jobs.catalog import submission_clean
 from apps.jobs.models import Job
-from apps.jobs.services import _KEY_LOOKUP_SQL, _SOURCE_COLUMNS, job_submit
+from apps.jobs.services import job_submit
 from tests.conftest import ESMFOLD_JOB
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,34 +54,70 @@ def test_near_the_limit_the_count_rides_in_the_statement_after_the_lock(make_cli
     assert writes.startswith("WITH active_count")
 
 
-def test_a_follower_is_the_lock_the_lookup_and_one_statement(make_client):
+def test_a_follower_is_the_lookup_and_one_statement(make_client):
     tenant = make_client(credits=1_000)
     leader = _submit(tenant, ESMFOLD_JOB)
     with CaptureQueriesContext(connection) as queries:
         follower = _submit(tenant, ESMFOLD_JOB)
-    assert _statements(queries) == ["BEGIN", "SELECT", "(SELECT", "WITH", "COMMIT"]
+    assert _statements(queries) == ["BEGIN", "SELECT", "WITH", "COMMIT"]
+    assert "phonos_key_matches" in queries[1]["sql"]  # the lock and the two lookups
     assert Job.objects.get(id=follower.id).cached_from_id == leader.id
 
 
-def test_the_key_lookup_keeps_its_partial_indexes_in_a_generic_plan(make_client):
-    """psycopg prepares a statement on its fifth run, and PostgreSQL may then keep one generic
-    plan for every execution: with the statuses as parameters that plan could not use the
-    partial indexes (it walked the jobs by status or account)."""
-    tenant = make_client()
-    _submit(tenant, ESMFOLD_JOB)
-    statement = _KEY_LOOKUP_SQL.format(
-        columns=", ".join(_SOURCE_COLUMNS), scope="account_id = %s AND"
-    )
-    numbers = iter(range(1, 10))
-    prepared = re.sub("%s", lambda _: f"${next(numbers)}", statement)
+def _index_scans() -> dict[str, int]:
+    """Scans of each index of the job table, as the statistics collector last published them."""
     with connection.cursor() as cursor:
-        cursor.execute("SET plan_cache_mode = force_generic_plan")
-        try:
-            cursor.execute(f"PREPARE key_lookup (bigint, text, bigint, text) AS {prepared}")
-            cursor.execute("EXPLAIN EXECUTE key_lookup (1, 'k', 1, 'k')")
-            plan = "\n".join(row[0] for row in cursor.fetchall())
-            cursor.execute("DEALLOCATE key_lookup")
-        finally:
-            cursor.execute("RESET plan_cache_mode")
-    assert "job_key_stored_result" in plan, plan
-    assert "job_key_leader" in plan, plan
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT indexrelname, idx_scan FROM pg_stat_user_indexes WHERE relname = 'jobs_job'"
+        )
+        return dict(cursor.fetchall())
+
+
+def test_the_key_lookup_reads_its_partial_indexes_every_time(make_client):
+    """The function keeps its plans for the session; after its first five calls PostgreSQL may
+    keep one generic plan for all. With the statuses as parameters that plan could not use the
+    partial indexes (it walked the jobs by status or by account)."""
+    tenant = make_client(credits=10_000)
+    _submit(tenant, ESMFOLD_JOB)
+    before = _index_scans()
+    for _ in range(12):
+        _submit(tenant, ESMFOLD_JOB)
+    deadline = time.monotonic() + 10  # a backend publishes its counts within a second or so
+    while True:
+        after = _index_scans()
+        scanned = {name: after[name] - before.get(name, 0) for name in after}
+        if scanned["job_key_leader"] >= 12 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert scanned["job_key_stored_result"] >= 12, scanned
+    assert scanned["job_key_leader"] >= 12, scanned
+
+
+def _job_updates() -> tuple[int, int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'jobs_job'"
+        )
+        updated, in_place = cursor.fetchone()
+    return updated, in_place
+
+
+def test_the_publish_mark_updates_the_job_in_place(make_client):
+    """No index holds `enqueued_at`, and the table leaves room in its pages: the mark written
+    after each publish is a HOT update, which adds no entry to the table's ten indexes."""
+    tenant = make_client(credits=10_000)
+    no_cache = {**ESMFOLD_JOB, "params": {"cache": False}}
+    before = _job_updates()
+    for _ in range(30):
+        _submit(tenant, no_cache)
+    deadline = time.monotonic() + 10
+    while True:
+        after = _job_updates()
+        updated, in_place = after[0] - before[0], after[1] - before[1]
+        if updated >= 30 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert updated >= 30, (updated, in_place)
+    assert in_place >= 0.9 * updated, (updated, in_place)
