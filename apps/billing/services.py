@@ -153,7 +153,7 @@ debited AS (
         description, created_at)
     SELECT %s, %s, %s, credit_balance, %s, '', %s, %s FROM debited RETURNING id, balance_after
 )"""
-_JOB_DEBIT_DESCRIPTION = "Job submitted"
+JOB_DEBIT_DESCRIPTION = "Job submitted"
 
 
 def job_debit_with(
@@ -189,7 +189,7 @@ def job_debit_with(
         kind,
         -cost,
         job_id,
-        _JOB_DEBIT_DESCRIPTION,
+        JOB_DEBIT_DESCRIPTION,
         timezone.now(),
     ]
     return statement, parameters
@@ -215,7 +215,7 @@ def _job_debit_sql(*, account_id: int, job_id: uuid.UUID, cost: int) -> LedgerEn
         balance_after=row[1],
         job_id=job_id,
         reference="",
-        description=_JOB_DEBIT_DESCRIPTION,
+        description=JOB_DEBIT_DESCRIPTION,
         created_at=parameters[-1],
     )
     entry._state.adding = False
@@ -237,7 +237,7 @@ def credits_debit_for_job(
             amount=-cost,
             kind=LedgerEntry.Kind.JOB_DEBIT,
             job_id=job_id,
-            description=_JOB_DEBIT_DESCRIPTION,
+            description=JOB_DEBIT_DESCRIPTION,
         )
     credits_debited_observe(model=model, amount=cost)
     return entry

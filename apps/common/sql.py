@@ -7,6 +7,7 @@ columns (JSON decoding; on SQLite datetimes, UUIDs and booleans), so the values 
 `values()` would return. Anything else uses the ORM.
 """
 
+import json
 import re
 import weakref
 from collections.abc import Iterable, Sequence
@@ -14,7 +15,7 @@ from typing import Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Field, Model
+from django.db.models import Field, JSONField, Model
 
 
 class Columns:
@@ -227,3 +228,21 @@ def _insert_from_of(
         from_source = f"{columns} SELECT {casts} FROM {connection.ops.quote_name(source)}"
         cached = _INSERTS_FROM[key] = (from_source, fields)
     return cached
+
+
+def row_json(obj: Model, using: str = "default") -> str:
+    """`obj`'s row as one JSON object, column name to value, for SQL that builds the row with
+    `jsonb_populate_record(NULL::<table>, ...)` (a function that writes a row whose columns it
+    need not list). The values are those `rows_insert` sends (`pre_save`, `get_db_prep_save`),
+    a JSON column's as the document itself, the rest in their text form (UUIDs, datetimes),
+    which PostgreSQL reads back as the column's type. A primary key that the database assigns
+    is left out."""
+    connection = connections[using]
+    _, fields, _ = _insert_of(connection, type(obj))
+    row = {}
+    for field in fields:
+        value = field.pre_save(obj, True)
+        if not isinstance(field, JSONField):
+            value = field.get_db_prep_save(value, connection)
+        row[str(field.column)] = value
+    return json.dumps(row, default=str)

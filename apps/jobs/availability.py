@@ -130,13 +130,23 @@ def model_availability() -> dict[str, bool]:
     return {model_id: model_id in ready for model_id in MODELS}
 
 
+def _models_missing(model_ids: set[str]) -> list[str]:
+    if not settings.PHONOS_REQUIRE_AVAILABLE_WORKER:
+        return []
+    availability = model_availability()
+    return sorted(model_id for model_id in model_ids if not availability.get(model_id, False))
+
+
+def models_available(model_ids: set[str]) -> bool:
+    """Whether a live worker serves each of `model_ids` (always, with
+    PHONOS_REQUIRE_AVAILABLE_WORKER off)."""
+    return not _models_missing(model_ids)
+
+
 def models_available_require(model_ids: set[str]) -> None:
     """503 before anything is charged when no live worker serves one of `model_ids`
     (PHONOS_REQUIRE_AVAILABLE_WORKER turns the check off)."""
-    if not settings.PHONOS_REQUIRE_AVAILABLE_WORKER:
-        return
-    availability = model_availability()
-    missing = sorted(model_id for model_id in model_ids if not availability.get(model_id, False))
+    missing = _models_missing(model_ids)
     if missing:
         raise ServiceUnavailable(
             f"No worker serving {', '.join(missing)} is running right now; nothing was charged. "

@@ -17,7 +17,9 @@ from django.db.models import Field, Q, QuerySet
 from django.utils import timezone
 
 from apps.accounts.models import Account, ApiKey
+from apps.billing.models import LedgerEntry
 from apps.billing.services import (
+    JOB_DEBIT_DESCRIPTION,
     credits_debit_for_job,
     credits_refund_for_job,
     job_debit_with,
@@ -32,8 +34,8 @@ from apps.common.queues import (
     task_publish,
 )
 from apps.common.request_context import request_id_current
-from apps.common.sql import rows_insert, rows_insert_from, rows_saved
-from apps.jobs.availability import models_available_require
+from apps.common.sql import row_json, rows_insert, rows_insert_from, rows_saved
+from apps.jobs.availability import models_available, models_available_require
 from apps.jobs.catalog import CleanedPipeline, CleanedSubmission, submission_clean
 from apps.jobs.job_keys import job_key
 from apps.jobs.limits import (
@@ -135,23 +137,18 @@ def _too_many_active_jobs(limit: int) -> TooManyRequests:
     )
 
 
-def _job_create(
+def _job_build(
     *,
     account: Account,
     api_key: ApiKey | None,
     submission: CleanedSubmission,
     job_id: uuid.UUID,
     key: str,
+    cost: int,
     depends_on_id: uuid.UUID | None = None,
-    cost: int | None = None,
-    active: bool = True,
-    account_locked: bool = False,
     **fields: Any,
-) -> Job:
-    """Debit and create one job, in one transaction (the caller's, where it holds one); the
-    caller publishes it. `fields` set the rest (a job served from a cached result is created completed). `account_locked`:
-    the caller already holds the account's row lock in this transaction."""
-    cost = submission.cost if cost is None else cost
+) -> tuple[Job, JobEvent]:
+    """The rows of a new job and its first event, unsaved."""
     job = Job(
         id=job_id,
         account=account,
@@ -172,7 +169,37 @@ def _job_create(
     # Not announced (apps.jobs.streams): streams follow one job each, and no stream can wait
     # on this one before the response names it; a stream opened then reads this event from
     # the table first. A Redis PUBLISH less per submission.
-    event = JobEvent(job_id=job.id, status=job.status, stage=job.stage, progress=None)
+    return job, JobEvent(job_id=job.id, status=job.status, stage=job.stage, progress=None)
+
+
+def _job_create(
+    *,
+    account: Account,
+    api_key: ApiKey | None,
+    submission: CleanedSubmission,
+    job_id: uuid.UUID,
+    key: str,
+    depends_on_id: uuid.UUID | None = None,
+    cost: int | None = None,
+    active: bool = True,
+    account_locked: bool = False,
+    **fields: Any,
+) -> Job:
+    """Debit and create one job, in one transaction (the caller's, where it holds one); the
+    caller publishes it. `fields` set the rest (a job served from a cached result is created
+    completed). `account_locked`: the caller already holds the account's row lock in this
+    transaction."""
+    cost = submission.cost if cost is None else cost
+    job, event = _job_build(
+        account=account,
+        api_key=api_key,
+        submission=submission,
+        job_id=job_id,
+        key=key,
+        cost=cost,
+        depends_on_id=depends_on_id,
+        **fields,
+    )
     if cost > 0 and connection.vendor == "postgresql":
         if _job_debit_create(job=job, event=event, active=active, account_locked=account_locked):
             credits_debited_observe(model=job.model, amount=cost)
@@ -442,6 +469,11 @@ def job_submit(
         )
     key = submission_key(submission=submission, account_id=account.id)
     if use_cache and submission.use_cache:
+        job = _job_submit_in_one_trip(
+            account=account, api_key=api_key, submission=submission, key=key
+        )
+        if job is not None:
+            return job
         return _job_submit_reusing(account=account, api_key=api_key, submission=submission, key=key)
     models_available_require({submission.spec.id})
     _queue_capacity_check(new_jobs=1)
@@ -449,6 +481,68 @@ def job_submit(
         account=account, api_key=api_key, submission=submission, job_id=uuid.uuid4(), key=key
     )
     transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
+    return job
+
+
+# A submission that may reuse a run, whole, in one statement: a PL/pgSQL function (migration
+# jobs 0004), its own transaction in autocommit, so the account's row lock is held for the
+# server's own work, no round trip to this process in between.
+_JOB_SUBMIT_SQL = "SELECT * FROM phonos_job_submit(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+
+
+def _job_submit_in_one_trip(
+    *, account: Account, api_key: ApiKey | None, submission: CleanedSubmission, key: str
+) -> Job | None:
+    """PostgreSQL: the submission as `_job_submit_reusing` makes it where no stored result
+    exists, as a leader or a follower, in one round trip. None: nothing was written, and the
+    general path is to answer (a stored result to serve, no worker, a full queue, no room or
+    a short balance: it serves it or raises the error)."""
+    cost = submission.cost
+    if (
+        connection.vendor != "postgresql"
+        or cost <= 0
+        or not models_available({submission.spec.id})
+        or not queue_has_room(capacity=settings.PHONOS_QUEUE_CAPACITY, new_jobs=1)
+    ):
+        return None
+    limit = account.active_job_limit
+    count_due = not account_room_assumed(account_id=account.id, limit=limit)
+    job, event = _job_build(
+        account=account,
+        api_key=api_key,
+        submission=submission,
+        job_id=uuid.uuid4(),
+        key=key,
+        cost=cost,
+    )
+    shared = settings.PHONOS_SHARED_RESULT_CACHE
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _JOB_SUBMIT_SQL,
+            [
+                account.id,
+                key,
+                shared,
+                int(key[:15], 16) if shared else None,
+                row_json(job),
+                cost,
+                str(LedgerEntry.Kind.JOB_DEBIT),
+                JOB_DEBIT_DESCRIPTION,
+                limit if count_due else None,
+            ],
+        )
+        outcome, leader_id, counted = cursor.fetchone()
+    written = outcome in ("leader", "follower")
+    if counted is not None and (written or outcome == "full"):
+        account_room_counted(account_id=account.id, limit=limit, counted=counted)
+    if not written:
+        return None
+    if leader_id is not None:
+        job.cached, job.cached_from_id, job.outputs_of_id = True, leader_id, leader_id
+    rows_saved(job, event)
+    credits_debited_observe(model=job.model, amount=cost)
+    if leader_id is None:
+        transaction.on_commit(lambda: job_enqueue(job_id=job.id, model=job.model))
     return job
 
 

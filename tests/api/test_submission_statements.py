@@ -11,6 +11,7 @@ from apps.jobs import limits
 from apps.jobs.catalog import submission_clean
 from apps.jobs.models import Job
 from apps.jobs.services import job_submit
+from tests.api.test_money_and_limits import assert_ledger_balances
 from tests.conftest import ESMFOLD_JOB
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -54,14 +55,29 @@ def test_near_the_limit_the_count_rides_in_the_statement_after_the_lock(make_cli
     assert writes.startswith("WITH active_count")
 
 
-def test_a_follower_is_the_lookup_and_one_statement(make_client):
-    tenant = make_client(credits=1_000)
-    leader = _submit(tenant, ESMFOLD_JOB)
+@pytest.mark.parametrize("max_active_jobs", [5, 10 * limits.FAR_LIMIT], ids=["near", "far"])
+def test_a_submission_that_may_reuse_a_run_is_one_statement(make_client, max_active_jobs):
+    """The lock, the lookups, the count where one is due, the debit and the rows: one call of
+    phonos_key_matches's sibling function, its own transaction (no BEGIN, no COMMIT)."""
+    tenant = make_client(credits=1_000, max_active_jobs=max_active_jobs)
+    with CaptureQueriesContext(connection) as queries:
+        leader = _submit(tenant, ESMFOLD_JOB)
+    # The leader: the one statement, then its publish and mark.
+    assert _statements(queries) == ["SELECT", "UPDATE"], [q["sql"][:60] for q in queries]
+    assert "phonos_job_submit" in queries[0]["sql"]
     with CaptureQueriesContext(connection) as queries:
         follower = _submit(tenant, ESMFOLD_JOB)
-    assert _statements(queries) == ["BEGIN", "SELECT", "WITH", "COMMIT"]
-    assert "phonos_key_matches" in queries[1]["sql"]  # the lock and the two lookups
-    assert Job.objects.get(id=follower.id).cached_from_id == leader.id
+    assert _statements(queries) == ["SELECT"]
+    stored = Job.objects.get(id=follower.id)
+    assert (stored.cached, stored.cached_from_id, stored.outputs_of_id) == (
+        True,
+        leader.id,
+        leader.id,
+    )
+    assert (follower.cached, follower.cached_from_id) == (True, leader.id)
+    assert stored.events.count() == 1
+    assert tenant.balance() == 980
+    assert_ledger_balances(tenant.account)
 
 
 def _index_scans() -> dict[str, int]:
