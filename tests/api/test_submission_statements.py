@@ -58,7 +58,7 @@ def test_near_the_limit_the_count_rides_in_the_statement_after_the_lock(make_cli
 @pytest.mark.parametrize("max_active_jobs", [5, 10 * limits.FAR_LIMIT], ids=["near", "far"])
 def test_a_submission_that_may_reuse_a_run_is_one_statement(make_client, max_active_jobs):
     """The lock, the lookups, the count where one is due, the debit and the rows: one call of
-    phonos_key_matches's sibling function, its own transaction (no BEGIN, no COMMIT)."""
+    phonos_job_submit, its own transaction (no BEGIN, no COMMIT)."""
     tenant = make_client(credits=1_000, max_active_jobs=max_active_jobs)
     with CaptureQueriesContext(connection) as queries:
         leader = _submit(tenant, ESMFOLD_JOB)
