@@ -31,7 +31,7 @@ from apps.common.queues import (
     broker_state,
     broker_unacked,
     broker_unacked_forget,
-    task_publish,
+    task_push,
 )
 from apps.common.request_context import request_id_current
 from apps.common.sql import row_json, rows_insert, rows_insert_from, rows_saved
@@ -88,7 +88,7 @@ def job_enqueue(*, job_id: uuid.UUID, model: str) -> bool:
     and the publish leaves the job unmarked, so it is not left for the hour-long lost-message
     pass (measured in bench/cluster.py, where an API server is killed mid-run)."""
     time_limit = MODELS[model].time_limit
-    if not task_publish(
+    if not task_push(
         RUN_JOB_TASK,
         args=[str(job_id)],
         queue=MODELS[model].queue,
