@@ -77,7 +77,7 @@ def task_push(
             args=cast(Any, args),  # a list, as send_task hands it on (its argsrepr shows it)
             kwargs={},
             reply_to=celery_app.thread_oid,
-            ignore_result=None,  # send_task's: the task's own setting decides
+            ignore_result=cast(bool, None),  # as send_task: the task's own setting decides
             time_limit=time_limit,
             soft_time_limit=soft_time_limit,
         )
