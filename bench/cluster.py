@@ -157,8 +157,9 @@ class Receiver:
 
 
 class SpreadingClient:
-    """Round-robin over the API ports; a request whose server does not answer is sent to the
-    next one (a POST keeps its Idempotency-Key, so it still makes one job)."""
+    """Round-robin over the API ports; a request whose server does not answer, or dies while
+    answering (the headers sent, the body cut off), is sent to the next one (a POST keeps its
+    Idempotency-Key, so it still makes one job)."""
 
     def __init__(self, ports: list[int], key: str) -> None:
         self.ports = ports
@@ -183,7 +184,7 @@ class SpreadingClient:
                     timeout=30,
                     **kwargs,
                 )
-            except requests.ConnectionError as error:
+            except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
                 last_error = error
                 with self.lock:
                     self.failovers += 1
