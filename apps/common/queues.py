@@ -68,7 +68,7 @@ def task_push(
     from phonos.celery import app as celery_app
 
     options = {"task_id": task_id, "soft_time_limit": soft_time_limit, "time_limit": time_limit}
-    if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    if not _broker_is_redis():
         return task_publish(name, args=args, queue=queue, what=what, **options)
     try:
         headers, properties, body, _ = celery_app.amqp.as_task_v2(
@@ -120,6 +120,11 @@ UNACKED_INDEX_KEY = "unacked_index"
 UNACKED_SCAN_LIMIT = 1000
 
 
+def _broker_is_redis() -> bool:
+    """Whether the broker is Redis (not the embedded default's SQLite)."""
+    return settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://"))
+
+
 @cache
 def _broker_redis() -> redis.Redis:
     return redis.Redis.from_url(
@@ -139,7 +144,7 @@ def broker_unacked(*, older_than_seconds: float) -> dict[str, str]:
     the job still pending: the sweeper uses this to hand such a job on (docs/workers.md). The
     embedded default's SQLite broker has no such store: nothing is found there, nor while the
     broker is down."""
-    if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    if not _broker_is_redis():
         return {}
     try:
         return _unacked_read(older_than_seconds)
@@ -193,7 +198,7 @@ def broker_state(queues: Iterable[str]) -> BrokerState | None:
     on the right); None where the held ones cannot all be told: not a Redis broker, the broker
     down, or more held than UNACKED_SCAN_LIMIT. A queue with messages waiting at another
     priority, or whose oldest is no Celery task, is left out."""
-    if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    if not _broker_is_redis():
         return None
     queues = list(queues)
     try:

@@ -126,8 +126,8 @@ BEGIN
 END;
 $$
 """
-DROP = """
-DROP FUNCTION IF EXISTS phonos_key_matches(bigint, varchar, boolean, bigint);
+DROP_KEY_MATCHES = "DROP FUNCTION IF EXISTS phonos_key_matches(bigint, varchar, boolean, bigint)"
+DROP_SUBMIT = """
 DROP FUNCTION IF EXISTS phonos_job_submit(
     bigint, varchar, boolean, bigint, jsonb, bigint, varchar, varchar, integer
 )
@@ -150,6 +150,6 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(_on_postgresql(CREATE), _on_postgresql("SELECT 1")),
-        migrations.RunPython(_on_postgresql(SUBMIT), _on_postgresql(DROP)),
+        migrations.RunPython(_on_postgresql(CREATE), _on_postgresql(DROP_KEY_MATCHES)),
+        migrations.RunPython(_on_postgresql(SUBMIT), _on_postgresql(DROP_SUBMIT)),
     ]
