@@ -169,9 +169,28 @@ class LeanReply:
     body: Any
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
+    # The body already rendered (`json_render(body)`, or bytes kept from an earlier answer).
+    rendered: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LeanPeek:
+    """What `prepare` returns for an answer that may come from a Redis hash: `key` is read in
+    the rate limit's round trip (`rate_limit_hit(peek=)`), and `reply(credential, peeked)` gets
+    the hash as HGETALL returned it, or None where it could not be read (no Redis)."""
+
+    key: str
+    # Called with the credential that `authenticate` returned.
+    reply: Callable[[Any, list[bytes] | None], LeanReply]
 
 
 _json = JSONRenderer()
+
+
+def json_render(body: Any) -> bytes:
+    """A body's bytes as the lean answers and DRF's JSONRenderer write them."""
+    rendered: bytes = _json.render(body)
+    return rendered
 
 
 def _allowed_methods(view_class: type[APIView]) -> str:
@@ -189,7 +208,7 @@ def lean_view(
     *,
     method: str,
     authenticator: LeanAuthenticator[_Credential],
-    prepare: Callable[..., Callable[[_Credential], LeanReply] | None],
+    prepare: Callable[..., Callable[[_Credential], LeanReply] | LeanPeek | None],
 ) -> Callable[..., HttpResponseBase]:
     """A PhonosApiView's `method` answered without DRF's dispatch, for the hot path: the reads
     that clients poll and the submission.
@@ -199,7 +218,8 @@ def lean_view(
     a request that only the view can judge (and answer in its own words). A request that
     `prepare` declines, any other method, an `Accept` asking DRF to indent, and a request
     without a good key (the authenticator answers None) go to `view` itself, which answers as
-    usual. Otherwise: the same rate limit (one Redis round trip), the credential revalidated
+    usual. `prepare` may instead return a `LeanPeek`, whose hash that round trip also reads.
+    Otherwise: the same rate limit (one Redis round trip), the credential revalidated
     against the credentials version it returned, the reply rendered as DRF renders it, with the
     headers DRF's view sets (`Allow`, `RateLimit-*`); an error raised on the way (by the
     answering function too, which reads a request body only then, as the view would) is
@@ -219,20 +239,31 @@ def lean_view(
         credential = authenticator.authenticate(request) if reply_for is not None else None
         if reply_for is None or credential is None:
             return None
-        decision = rate_limit_hit(key_id=credential.id, limit=credential.rate_limit_per_minute)
+        peek = reply_for if isinstance(reply_for, LeanPeek) else None
+        decision = rate_limit_hit(
+            key_id=credential.id,
+            limit=credential.rate_limit_per_minute,
+            peek=peek.key if peek is not None else None,
+        )
         headers = decision.headers()
+        rendered = None
         try:
             credential = authenticator.revalidate(request, credential, decision.credentials_version)
             if refusal := _rate_limit_refusal(decision):
                 raise refusal
-            reply = reply_for(credential)
-            body, status = reply.body, reply.status
+            if isinstance(reply_for, LeanPeek):
+                reply = reply_for.reply(credential, decision.peeked)
+            else:
+                reply = reply_for(credential)
+            body, status, rendered = reply.body, reply.status, reply.rendered
             headers |= reply.headers
         except Exception as error:
             handled = api_exception_handler(error, {})
             body, status = handled.data, handled.status_code
             headers |= {name: value for name, value in handled.items() if name != "Content-Type"}
-        response = HttpResponse(_json.render(body), status=status, content_type="application/json")
+        if rendered is None:
+            rendered = json_render(body)
+        response = HttpResponse(rendered, status=status, content_type="application/json")
         response["Allow"] = allow
         for name, value in headers.items():
             response[name] = value

@@ -31,11 +31,15 @@ WINDOW_MS = 60_000
 # ARGV[2] the increments packed in one string, each `<hash index>,<amount>,<field length>:`
 # then the field's bytes (one argument rather than three per increment: redis-py's packing of
 # the arguments was the larger part of the call), an amount with a point or exponent a float.
+# ARGV[3] = '1': KEYS[3] is a hash the caller peeks at (apps.jobs.snapshots), returned whole as
+# a fourth element, and the counters' hashes follow it.
 _INCREMENT = """
 local current = redis.call('INCR', KEYS[1])
 if current == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 local ttl = redis.call('PTTL', KEYS[1])
 local packed = ARGV[2] or ''
+local peeked = false
+if ARGV[3] == '1' then peeked = redis.call('HGETALL', KEYS[3]) end
 local position = 1
 while position <= #packed do
   local index, amount, length, start = string.match(packed, '^(%d+),([^,]+),(%d+):()', position)
@@ -48,6 +52,7 @@ while position <= #packed do
     redis.call('HINCRBY', key, field, amount)
   end
 end
+if peeked then return {current, ttl, redis.call('GET', KEYS[2]), peeked} end
 return {current, ttl, redis.call('GET', KEYS[2])}
 """
 CREDENTIALS_VERSION_KEY = "phonos:credentials:version"
@@ -61,6 +66,9 @@ class RateLimitDecision:
     reset_seconds: int
     # The credentials version Redis holds (None without Redis, or if it never changed).
     credentials_version: int | None = None
+    # The hash `rate_limit_hit(peek=...)` named, as HGETALL returns it (empty if absent);
+    # None where nothing was peeked at, without Redis, or with Redis unreachable.
+    peeked: list[bytes] | None = None
 
     def headers(self) -> dict[str, str]:
         return {
@@ -108,8 +116,10 @@ def _script_run(script: Script, keys: list[str], arguments: list[bytes]) -> Any:
     raise AssertionError("unreachable")
 
 
-def _script_arguments(bucket: str, increments: Increments) -> tuple[list[str], list[bytes]]:
-    keys = [bucket, CREDENTIALS_VERSION_KEY]
+def _script_arguments(
+    bucket: str, increments: Increments, peek: str | None = None
+) -> tuple[list[str], list[bytes]]:
+    keys = [bucket, CREDENTIALS_VERSION_KEY, *([peek] if peek else [])]
     index: dict[str, int] = {}
     packed = bytearray()
     for (hash_name, field), amount in increments.items():
@@ -118,7 +128,7 @@ def _script_arguments(bucket: str, increments: Increments) -> tuple[list[str], l
             index[hash_name] = len(keys)  # Lua counts from 1
         name = field.encode()
         packed += b"%d,%s,%d:%s" % (index[hash_name], repr(amount).encode(), len(name), name)
-    return keys, [str(WINDOW_MS).encode(), bytes(packed)]
+    return keys, [str(WINDOW_MS).encode(), bytes(packed), b"1" if peek else b"0"]
 
 
 class _LocalWindows:
@@ -140,16 +150,18 @@ class _LocalWindows:
 _local_windows = _LocalWindows()
 
 
-def rate_limit_hit(*, key_id: int, limit: int) -> RateLimitDecision:
+def rate_limit_hit(*, key_id: int, limit: int, peek: str | None = None) -> RateLimitDecision:
     """Count one request against the key's window. With Redis, the usage counters that this
-    process has buffered (apps.common.counters) go in the same round trip."""
+    process has buffered (apps.common.counters) go in the same round trip, and so does reading
+    the hash `peek` (the decision's `peeked`), for a caller that may answer from it."""
     bucket = f"phonos:ratelimit:{key_id}"
-    version = None
+    version = peeked = None
     if settings.REDIS_URL:
         increments = counters_drain()
-        keys, arguments = _script_arguments(bucket, increments)
+        keys, arguments = _script_arguments(bucket, increments, peek)
         try:
-            count, ttl_ms, version = _script_run(_increment_script(), keys, arguments)
+            count, ttl_ms, version, *rest = _script_run(_increment_script(), keys, arguments)
+            peeked = rest[0] if rest else None
         except redis.RedisError:
             counters_restore(increments)
             logger.warning("Rate limiter unavailable; letting the request through")
@@ -163,4 +175,5 @@ def rate_limit_hit(*, key_id: int, limit: int) -> RateLimitDecision:
         remaining=max(0, limit - count),
         reset_seconds=max(1, math.ceil(ttl_ms / 1000)),
         credentials_version=int(version) if version is not None else None,
+        peeked=peeked,
     )

@@ -1,14 +1,97 @@
 import uuid
+from collections.abc import Iterable
+from typing import Any
 
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Lookup, Q
+from django.db.models.lookups import Exact, In
+from django.db.models.sql.where import AND
 
 from apps.common.request_context import REQUEST_ID_MAX_LENGTH
 from apps.jobs.registry import MODELS, ModelSpec
+from apps.jobs.snapshots import snapshots_forget
 
 # Each submission writes every index of the job table, so it has none that another index or
 # none at all serves (docs/benchmarks.md, the seventh round).
 _NON_NULL_INDEXES = ("depends_on", "cached_from", "outputs_of")
+
+
+# What a job's API body shows (apps.jobs.apis.job_body): the hot reads select these columns
+# only, through hand-written SQL (apps.common.sql) rather than a queryset compiled per request,
+# and a write to any of them (or to who may see the job) forgets its snapshot (apps.jobs.
+# snapshots).
+JOB_BODY_FIELDS = (
+    "id",
+    "name",
+    "model",
+    "status",
+    "stage",
+    "progress",
+    "cost_credits",
+    "credits_refunded",
+    "created_at",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "error",
+    "output_file",
+    "depends_on_id",
+    "sequence",
+    "params",
+    "run_seconds",
+    "batch_size",
+    "cached",
+    "cached_from_id",
+    "webhook_url",
+    "webhook_events",
+)
+
+# What decides a job's answer besides JOB_BODY_FIELDS: who may see it.
+_SHOWN = frozenset({*JOB_BODY_FIELDS, "deleted_at", "account", "account_id"})
+_REFERENCES = ("depends_on", "cached_from", "outputs_of")
+
+
+def _shown(names: Iterable[str]) -> bool:
+    return any(name in _SHOWN or name.removesuffix("_id") in _SHOWN for name in names)
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    """Every write through the ORM forgets the snapshots (apps.jobs.snapshots) of the jobs it
+    may change, once it commits: an update of a shown column, and a delete, which also sets
+    the references of other jobs to it to null."""
+
+    def _written_ids(self) -> list[Any]:
+        """The ids a write may touch: read from the filter where it names them (`id=`,
+        `id__in=` with values, as every write in apps.jobs.services does), else queried."""
+        where = self.query.where
+        if where.connector == AND and not where.negated:
+            for lookup in where.children:
+                target = getattr(getattr(lookup, "lhs", None), "target", None)
+                if not isinstance(lookup, Lookup) or target is None or not target.primary_key:
+                    continue
+                if isinstance(lookup, Exact) and not hasattr(lookup.rhs, "resolve_expression"):
+                    return [lookup.rhs]
+                if isinstance(lookup, In) and isinstance(lookup.rhs, (list, tuple, set)):
+                    return list(lookup.rhs)
+        return list(self.values_list("pk", flat=True))
+
+    def update(self, **kwargs: Any) -> int:
+        if not _shown(kwargs):
+            return super().update(**kwargs)
+        ids = self._written_ids()
+        changed = super().update(**kwargs)
+        snapshots_forget(ids, using=self.db)
+        return changed
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        ids = self._written_ids()
+        referring = Job.objects.filter(
+            Q(depends_on__in=ids) | Q(cached_from__in=ids) | Q(outputs_of__in=ids)
+        ).values_list("pk", flat=True)
+        forgotten = [*ids, *referring] if ids else []
+        deleted = super().delete()
+        snapshots_forget(forgotten, using=self.db)
+        return deleted
 
 
 class Job(models.Model):
@@ -101,6 +184,8 @@ class Job(models.Model):
     # that went into job_key.
     weights = models.CharField(max_length=500, blank=True, default="")
 
+    objects = JobQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [
@@ -143,6 +228,16 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} {self.id} ({self.status})"
+
+    # A row written or deleted through the instance (the admin) forgets its snapshot too.
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        existed = not self._state.adding
+        super().save(*args, **kwargs)
+        if existed:
+            snapshots_forget([self.pk], using=self._state.db or "default")
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        return Job.objects.using(self._state.db or "default").filter(pk=self.pk).delete()
 
     @property
     def is_terminal(self) -> bool:

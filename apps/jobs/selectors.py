@@ -6,7 +6,7 @@ from django.db.models import Count, Q, QuerySet
 from apps.accounts.models import Account
 from apps.common.exceptions import InvalidInput, NotFound
 from apps.common.sql import Columns
-from apps.jobs.models import Job
+from apps.jobs.models import JOB_BODY_FIELDS, Job
 from apps.jobs.registry import FOLD_MODEL_TYPE, MODELS
 from apps.jobs.storage import get_storage
 
@@ -27,33 +27,6 @@ def job_get(*, account: Account, job_id: uuid.UUID | str) -> Job:
     return job
 
 
-# What a job's API body shows (apps.jobs.apis.job_body): the hot reads select these columns
-# only, through hand-written SQL (apps.common.sql) rather than a queryset compiled per request.
-JOB_BODY_FIELDS = (
-    "id",
-    "name",
-    "model",
-    "status",
-    "stage",
-    "progress",
-    "cost_credits",
-    "credits_refunded",
-    "created_at",
-    "updated_at",
-    "started_at",
-    "finished_at",
-    "error",
-    "output_file",
-    "depends_on_id",
-    "sequence",
-    "params",
-    "run_seconds",
-    "batch_size",
-    "cached",
-    "cached_from_id",
-    "webhook_url",
-    "webhook_events",
-)
 JOB_LIST_ITEM_FIELDS = ("id", "name", "status", "model", "created_at", "output_file")
 _job_columns = Columns(Job, JOB_BODY_FIELDS)
 _job_list_columns = Columns(Job, JOB_LIST_ITEM_FIELDS)

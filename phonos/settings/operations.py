@@ -81,3 +81,7 @@ CELERY_BEAT_SCHEDULE["usage-fold"] = {
 PHONOS_API_KEY_CACHE_SECONDS = env_int("PHONOS_API_KEY_CACHE_SECONDS", 5, minimum=0)
 if PHONOS_API_KEY_CACHE_SECONDS > 5:
     raise ImproperlyConfiguredEnv("PHONOS_API_KEY_CACHE_SECONDS must be at most 5")
+# GET /v1/jobs/{id} answers from a snapshot in Redis (apps.jobs.snapshots) that every write to
+# the job marks stale when it commits; this bounds how long one outlives a writer that died
+# between its commit and that mark. 0: no snapshots, every GET reads PostgreSQL.
+PHONOS_JOB_SNAPSHOT_SECONDS = env_int("PHONOS_JOB_SNAPSHOT_SECONDS", 30, minimum=0)
