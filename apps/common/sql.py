@@ -46,9 +46,10 @@ class Columns:
         statement = self._statements.get(key)
         if statement is None:
             names = {name: self._column(connection, name) for name in self._model_names()}
+            names["table"] = connection.ops.quote_name(self.table)
             select = ", ".join(names[name] for name in self.fields)
             statement = (
-                f"SELECT {select}{extra} FROM {connection.ops.quote_name(self.table)} "
+                f"SELECT {select}{extra.format(**names)} FROM {names['table']} "
                 + tail.format(**names)
             )
             self._statements[key] = statement
@@ -69,8 +70,10 @@ class Columns:
         using: str = "default",
     ) -> list[tuple[dict[str, Any], tuple[Any, ...]]]:
         """Rows of `SELECT <columns><extra> FROM <table> <tail>`. Each parameter is (field name,
-        value), prepared as that field prepares it, or (None, value) as it is. `extra` adds
-        raw select expressions, returned unconverted as each row's second part."""
+        value), prepared as that field prepares it, or (None, value) as it is, in the order of
+        the SQL text (`extra`'s first). `extra` adds raw select expressions, returned
+        unconverted as each row's second part. In `tail` and `extra`, `{field}` is that field's
+        quoted column and `{table}` the quoted table."""
         connection = connections[using]
         statement = self._statement(connection, tail, extra)
         prepared = [

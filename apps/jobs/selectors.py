@@ -51,7 +51,9 @@ def job_values_page(
     *, account_id: int, status: str | None, model: str | None, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
     """`job_list` (without search) paged as `paginate` pages it, as the column values of
-    JOB_LIST_ITEM_FIELDS, and the total: one query, which counts the matches as it pages."""
+    JOB_LIST_ITEM_FIELDS, and the total: one query, the count a scalar subquery (run once; a
+    window count, `COUNT(*) OVER ()`, made PostgreSQL read and sort every match for it: 12 ms
+    against 5 for an account with 11,000 jobs)."""
     where = "WHERE {account_id} = %s AND {deleted_at} IS NULL"
     parameters: list[tuple[str | None, Any]] = [("account_id", account_id)]
     if status:
@@ -62,8 +64,8 @@ def job_values_page(
         parameters.append(("model", model))
     rows = _job_list_columns.select(
         where + " ORDER BY {created_at} DESC, {id} DESC LIMIT %s OFFSET %s",
-        [*parameters, (None, limit), (None, offset)],
-        extra=", COUNT(*) OVER ()",
+        [*parameters, *parameters, (None, limit), (None, offset)],
+        extra=", (SELECT COUNT(*) FROM {table} " + where + ")",
     )
     if rows:
         return [values for values, _ in rows], rows[0][1][0]
