@@ -10,6 +10,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -89,7 +90,7 @@ def _increment_script() -> Script:
     return redis_client().register_script(_INCREMENT)
 
 
-def _script_run(script: Script, keys: list[str], arguments: list[bytes]) -> Any:
+def script_run(script: Script, keys: list[str], arguments: Sequence[bytes | int]) -> Any:
     """`script(keys=keys, args=arguments)` on one pooled connection, without redis-py's command
     machinery (its retry wrapper and response callbacks were a third of the call, measured in
     docs/benchmarks.md): EVALSHA, and the script loaded again if Redis lost it (a restart).
@@ -160,7 +161,7 @@ def rate_limit_hit(*, key_id: int, limit: int, peek: str | None = None) -> RateL
         increments = counters_drain()
         keys, arguments = _script_arguments(bucket, increments, peek)
         try:
-            count, ttl_ms, version, *rest = _script_run(_increment_script(), keys, arguments)
+            count, ttl_ms, version, *rest = script_run(_increment_script(), keys, arguments)
             peeked = rest[0] if rest else None
         except redis.RedisError:
             counters_restore(increments)

@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import transaction
 from redis.commands.core import Script
 
-from apps.common.ratelimit import redis_client
+from apps.common.ratelimit import redis_client, script_run
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +75,8 @@ def snapshot_store(*, job_id: uuid.UUID, gen: bytes, account_id: int, body: byte
     Never raises: a snapshot not stored is read from the database next time."""
     milliseconds = settings.PHONOS_JOB_SNAPSHOT_SECONDS * 1000
     try:
-        stored = _store_script()(
-            keys=[snapshot_key(job_id)], args=[gen, account_id, body, milliseconds]
+        stored = script_run(
+            _store_script(), [snapshot_key(job_id)], [gen, b"%d" % account_id, body, milliseconds]
         )
     except redis.RedisError:
         logger.warning("Could not store the snapshot of job %s", job_id)

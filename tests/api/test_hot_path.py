@@ -591,7 +591,7 @@ def test_buffered_counters_ride_the_rate_limit_round_trip_with_any_field_name():
 
 def test_the_rate_limit_counts_on_after_redis_forgets_its_script_and_drops_its_connections():
     """The rate limit's script runs on a pooled connection without redis-py's retry wrapper
-    (apps.common.ratelimit._script_run): a Redis that lost the script (a restart, SCRIPT FLUSH)
+    (apps.common.ratelimit.script_run): a Redis that lost the script (a restart, SCRIPT FLUSH)
     gets it again, and a connection that Redis closed is replaced, the count exact throughout."""
     from apps.common.ratelimit import rate_limit_hit, redis_client
 
