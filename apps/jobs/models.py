@@ -9,7 +9,7 @@ from django.db.models.sql.where import AND
 
 from apps.common.request_context import REQUEST_ID_MAX_LENGTH
 from apps.jobs.registry import MODELS, ModelSpec
-from apps.jobs.snapshots import snapshots_forget
+from apps.jobs.snapshots import snapshots_forget, snapshots_marked
 
 # Each submission writes every index of the job table, so it has none that another index or
 # none at all serves (docs/benchmarks.md, the seventh round).
@@ -48,7 +48,6 @@ JOB_BODY_FIELDS = (
 
 # What decides a job's answer besides JOB_BODY_FIELDS: who may see it.
 _SHOWN = frozenset({*JOB_BODY_FIELDS, "deleted_at", "account", "account_id"})
-_REFERENCES = ("depends_on", "cached_from", "outputs_of")
 
 
 def _shown(names: Iterable[str]) -> bool:
@@ -76,7 +75,7 @@ class JobQuerySet(models.QuerySet["Job"]):
         return list(self.values_list("pk", flat=True))
 
     def update(self, **kwargs: Any) -> int:
-        if not _shown(kwargs):
+        if not _shown(kwargs) or not snapshots_marked():
             return super().update(**kwargs)
         ids = self._written_ids()
         changed = super().update(**kwargs)
@@ -84,6 +83,8 @@ class JobQuerySet(models.QuerySet["Job"]):
         return changed
 
     def delete(self) -> tuple[int, dict[str, int]]:
+        if not snapshots_marked():
+            return super().delete()
         ids = self._written_ids()
         referring = Job.objects.filter(
             Q(depends_on__in=ids) | Q(cached_from__in=ids) | Q(outputs_of__in=ids)

@@ -43,8 +43,21 @@ return 1
 """
 
 
+# A write counter outlives its last write by at least this long, so that a GET that read it
+# before the write can never find it gone (back at 0) and store what it read.
+_COUNTER_SECONDS = 60
+
+
 def snapshots_enabled() -> bool:
+    """Whether GETs read and store snapshots (PHONOS_JOB_SNAPSHOT_SECONDS > 0, with Redis)."""
     return bool(settings.REDIS_URL) and settings.PHONOS_JOB_SNAPSHOT_SECONDS > 0
+
+
+def snapshots_marked() -> bool:
+    """Whether writes mark snapshots stale: wherever there is Redis, whatever this process's
+    PHONOS_JOB_SNAPSHOT_SECONDS, so that a worker set to 0 never leaves an API node's
+    snapshot stale."""
+    return bool(settings.REDIS_URL)
 
 
 def snapshot_key(job_id: uuid.UUID) -> str:
@@ -88,7 +101,7 @@ def snapshots_forget(job_ids: Iterable[uuid.UUID | str], *, using: str = "defaul
     """The jobs' snapshots are stale once the caller's transaction commits (at once outside
     one): bump each one's `gen` then. A bump that fails is logged; that snapshot is served
     until it expires (PHONOS_JOB_SNAPSHOT_SECONDS)."""
-    if not snapshots_enabled():
+    if not snapshots_marked():
         return
     keys = sorted({snapshot_key(uuid.UUID(str(job_id))) for job_id in job_ids})
     if keys:
@@ -96,7 +109,7 @@ def snapshots_forget(job_ids: Iterable[uuid.UUID | str], *, using: str = "defaul
 
 
 def _bump(keys: list[str]) -> None:
-    milliseconds = settings.PHONOS_JOB_SNAPSHOT_SECONDS * 1000
+    milliseconds = max(settings.PHONOS_JOB_SNAPSHOT_SECONDS, _COUNTER_SECONDS) * 1000
     try:
         pipeline = redis_client().pipeline(transaction=False)
         for key in keys:

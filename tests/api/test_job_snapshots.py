@@ -237,10 +237,12 @@ def test_a_heartbeat_shows_nothing_and_keeps_the_snapshot(alice):
     assert b"body" in _hash(job_id)
 
 
-def test_without_snapshots_every_get_reads_the_row(alice, settings):
+def test_without_snapshots_every_get_reads_the_row_and_writes_still_mark(alice, settings):
     settings.PHONOS_JOB_SNAPSHOT_SECONDS = 0
     job_id = _submit(alice)
     assert alice.get(f"/v1/jobs/{job_id}").status_code == 200
     assert _hash(job_id) == {}
     job_start(job_id=job_id)
     assert alice.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
+    # Writes still mark: a worker set to 0 never leaves an API node's snapshot stale.
+    assert _hash(job_id) == {b"gen": b"1"}
