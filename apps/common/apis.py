@@ -239,11 +239,10 @@ def lean_view(
         credential = authenticator.authenticate(request) if reply_for is not None else None
         if reply_for is None or credential is None:
             return None
-        peek = reply_for if isinstance(reply_for, LeanPeek) else None
         decision = rate_limit_hit(
             key_id=credential.id,
             limit=credential.rate_limit_per_minute,
-            peek=peek.key if peek is not None else None,
+            peek=reply_for.key if isinstance(reply_for, LeanPeek) else None,
         )
         headers = decision.headers()
         rendered = None

@@ -46,12 +46,14 @@ JOB_BODY_FIELDS = (
     "webhook_events",
 )
 
-# What decides a job's answer besides JOB_BODY_FIELDS: who may see it.
-_SHOWN = frozenset({*JOB_BODY_FIELDS, "deleted_at", "account", "account_id"})
+# What decides a job's answer, by column (attname): JOB_BODY_FIELDS and who may see it.
+_SHOWN = frozenset({*JOB_BODY_FIELDS, "deleted_at", "account_id"})
 
 
 def _shown(names: Iterable[str]) -> bool:
-    return any(name in _SHOWN or name.removesuffix("_id") in _SHOWN for name in names)
+    """Whether an update of `names` (attnames, or a relation's name: `cached_from=`) may
+    change a job's answer."""
+    return any(name in _SHOWN or f"{name}_id" in _SHOWN for name in names)
 
 
 class JobQuerySet(models.QuerySet["Job"]):

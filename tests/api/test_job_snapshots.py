@@ -132,6 +132,11 @@ def _update_in_a_transaction(client: Client, job_id: str) -> None:
         assert client.get(f"/v1/jobs/{job_id}").json()["credits_refunded"] == 0
 
 
+def _update_of_a_relation_by_name(client: Client, job_id: str) -> None:
+    other = Job.objects.get(id=_submit(client, name="the fold"))
+    Job.objects.filter(id=job_id).update(depends_on=other)
+
+
 def _sweep_a_dead_run(client: Client, job_id: str) -> None:
     job_start(job_id=job_id)
     _polled(client, job_id)
@@ -151,6 +156,7 @@ WRITES: dict[str, Callable[[Client, str], None]] = {
     "an instance saved": _instance_save,
     "an update filtered by account": _update_by_account,
     "an update inside a transaction": _update_in_a_transaction,
+    "an update of a relation by name": _update_of_a_relation_by_name,
     "the sweeper": _sweep_a_dead_run,
 }
 
